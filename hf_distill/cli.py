@@ -1,0 +1,80 @@
+"""`hf-distill distill ...`: distil a dataset from the command line. With no arguments, a small offline demo."""
+
+import sys
+
+import yaml
+from transformers import HfArgumentParser
+
+from .config import DistillationConfig
+from .data import DataArguments, find_preset, load_input_embeddings, load_real_data
+from .trainer import DistillationDivergedError, DistillationTrainer
+
+USAGE = "usage: hf-distill distill [--dataset DATASET] [--output_dir DIR] [FLAGS...] (see hf-distill distill --help)"
+
+
+def _yaml_to_argv(path: str) -> list[str]:
+    try:
+        with open(path) as f:
+            values = yaml.safe_load(f) or {}
+    except OSError as e:
+        raise FileNotFoundError(f"Config file {path!r} could not be read: {e.strerror}.") from e
+    argv = []
+    for key, value in values.items():
+        argv.append(f"--{key}")
+        argv.extend(str(v) for v in value) if isinstance(value, list) else argv.append(str(value))
+    return argv
+
+
+def parse_args(argv: list[str]) -> tuple[DataArguments, DistillationConfig]:
+    """Flags are the fields of `DataArguments` and `DistillationConfig`; `--config f.yaml` supplies flags too (the
+    command line wins), and the dataset's preset supplies defaults."""
+    if "--config" in argv:
+        i = argv.index("--config")
+        argv = _yaml_to_argv(argv[i + 1]) + argv[:i] + argv[i + 2:]
+    parser = HfArgumentParser((DataArguments, DistillationConfig), prog="hf-distill distill")
+    first, _ = parser.parse_known_args(argv)
+    preset = find_preset(first.dataset, first.preset)
+    if preset is not None:
+        known = {a.dest for a in parser._actions}
+        parser.set_defaults(**{k: v for k, v in preset.defaults.items() if k in known})
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def distill(argv: list[str]) -> dict:
+    data_args, args = parse_args(argv)
+    # Everything that can be wrong with the input fails here, before training and before output_dir is touched.
+    embedding_matrix = tokenizer = None
+    if args.embedding_model is not None:
+        embedding_matrix, tokenizer = load_input_embeddings(args.embedding_model)
+    data = load_real_data(data_args, tokenizer=tokenizer, image_mean=args.image_mean, image_std=args.image_std, seed=args.seed)
+    if data.modality == "image":
+        args.image_mean, args.image_std = data.image_mean, data.image_std
+    trainer = DistillationTrainer(
+        args=args, train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer,
+        embedding_matrix=embedding_matrix if data.modality == "text" else None, source_dataset=data_args.dataset,
+    )
+    train_result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.save_metrics("train", train_result.metrics)
+    metrics = trainer.evaluate()
+    trainer.save_metrics("eval", metrics)
+    trainer.save_model()
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    if argv and argv[0] == "distill":
+        argv = argv[1:]
+    elif argv:
+        print(f"hf-distill: error: unknown command {argv[0]!r}\n{USAGE}", file=sys.stderr)
+        return 2
+    try:
+        metrics = distill(argv)
+    except (ValueError, FileNotFoundError, DistillationDivergedError) as e:
+        print(f"hf-distill: error: {e}", file=sys.stderr)
+        return 1
+    print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+    return 0

@@ -1,0 +1,141 @@
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+
+@dataclass
+class DistillationConfig(TrainingArguments):
+    r"""
+    Configuration for [`DistillationTrainer`]: learn a small synthetic training set (inputs, soft labels and per-step
+    learning rates) by unrolling a learner's training on it and back-propagating the loss on real data
+    (Sucholutsky & Schonlau, *Soft-Label Dataset Distillation and Text Dataset Distillation*, arXiv:1910.02551).
+
+    The optimiser of [`~transformers.Trainer`] updates the synthetic set; `learning_rate` is the step size of the
+    synthetic inputs, and `per_device_train_batch_size` the size of the real batch that scores each unroll.
+
+    Parameters:
+        > Synthetic set
+
+        synthetic_per_class (`int`, defaults to `1`): synthetic examples per class.
+        num_synthetic (`int` or `None`): total synthetic examples; overrides `synthetic_per_class` and may be smaller
+            than the number of classes (then every example starts with a soft label spread over several classes).
+        synthetic_init (`str`, defaults to `"real"`): start from randomly drawn real examples (`"real"`) or from
+            Gaussian noise (`"noise"`).
+        learn_labels (`bool`, defaults to `True`): learn soft labels; otherwise keep the initial one-hot labels.
+        label_learning_rate (`float`, defaults to `0.01`): Adam step size of the label logits.
+
+        > Learner and inner loop
+
+        learner (`str` or `None`): `lenet`, `convnet`, `textcnn` or `textlstm`; `None` picks `lenet` for images of
+            28x28 or more, `convnet` for smaller ones and `textcnn` for text.
+        learner_init (`str`, defaults to `"random"`): `random` draws a fresh learner every outer step, so the set
+            works for unseen inits; `fixed` distils for one known init, saved with the set.
+        inner_steps (`int`, defaults to `10`): gradient steps per inner epoch, each on the whole synthetic set.
+        inner_epochs (`int`, defaults to `3`): passes of `inner_steps` steps; every step has its own step size.
+        step_size_init (`float`, defaults to `0.02`): initial inner learning rate of every step.
+        learn_step_sizes (`bool`, defaults to `True`): learn the per-step learning rates.
+        step_size_learning_rate (`float`, defaults to `0.01`): Adam step size of the log step sizes.
+        backprop_steps (`int` or `None`): back-propagate through only the last K inner steps (truncated BPTT);
+            `None` back-propagates through all of them.
+        random_truncation (`bool`, defaults to `False`): with `backprop_steps`, stop the unroll after a random
+            number of steps in [`backprop_steps`, all] each outer step (Feng et al., ICLR 2024, RaT-BPTT).
+
+        > Text
+
+        embedding_model (`str` or `None`): Hub id or path of the model whose tokenizer and frozen input-embedding
+            matrix turn real text into embedding sequences.
+
+        > Evaluation
+
+        num_eval_models (`int`, defaults to `10`): fresh learners trained on the distilled set by `evaluate()`.
+        eval_protocol (`str`, defaults to `"learned"`): train them with the learned step sizes (`learned`) or with
+            Adam (`adam`, `eval_train_steps` full-batch steps at `eval_learning_rate`).
+        eval_train_steps (`int`, defaults to `300`): Adam steps for `eval_protocol="adam"` and for the baseline.
+        eval_learning_rate (`float`, defaults to `0.001`): Adam step size for the same.
+        eval_baseline (`bool`, defaults to `True`): also train on random real subsets of the same size (hard labels,
+            Adam), the baseline that says whether distillation helped.
+        image_mean, image_std (`list[float]` or `None`): the normalisation of the real images, kept with the set
+            to render its preview grid.
+    """
+
+    # Synthetic set
+    synthetic_per_class: int = field(default=1, metadata={"help": "Synthetic examples per class."})
+    num_synthetic: int | None = field(
+        default=None, metadata={"help": "Total synthetic examples (overrides synthetic_per_class; may be < classes)."}
+    )
+    synthetic_init: str = field(
+        default="real", metadata={"help": "Initialise synthetic inputs from real examples or noise.", "choices": ["real", "noise"]}
+    )
+    learn_labels: bool = field(default=True, metadata={"help": "Learn soft labels."})
+    label_learning_rate: float = field(default=0.01, metadata={"help": "Adam step size of the label logits."})
+
+    # Learner and inner loop
+    learner: str | None = field(
+        default=None, metadata={"help": "lenet, convnet, textcnn or textlstm (default: picked from the data)."}
+    )
+    learner_init: str = field(
+        default="random", metadata={"help": "Learner init per outer step.", "choices": ["random", "fixed"]}
+    )
+    inner_steps: int = field(default=10, metadata={"help": "Inner gradient steps per inner epoch."})
+    inner_epochs: int = field(default=3, metadata={"help": "Inner epochs (each step has its own step size)."})
+    step_size_init: float = field(default=0.02, metadata={"help": "Initial inner learning rate."})
+    learn_step_sizes: bool = field(default=True, metadata={"help": "Learn the per-step inner learning rates."})
+    step_size_learning_rate: float = field(default=0.01, metadata={"help": "Adam step size of the log step sizes."})
+    backprop_steps: int | None = field(
+        default=None, metadata={"help": "Back-propagate through only the last K inner steps (default: all)."}
+    )
+    random_truncation: bool = field(
+        default=False, metadata={"help": "Unroll a random number of steps in [backprop_steps, all] (RaT-BPTT)."}
+    )
+
+    # Text
+    embedding_model: str | None = field(
+        default=None, metadata={"help": "Hub id or path of the tokenizer + input embeddings for text data."}
+    )
+
+    # Evaluation
+    num_eval_models: int = field(default=10, metadata={"help": "Fresh learners trained on the distilled set."})
+    eval_protocol: str = field(
+        default="learned", metadata={"help": "Train eval learners with learned step sizes or Adam.", "choices": ["learned", "adam"]}
+    )
+    eval_train_steps: int = field(default=300, metadata={"help": "Adam steps (eval_protocol=adam and baseline)."})
+    eval_learning_rate: float = field(default=1e-3, metadata={"help": "Adam step size (eval_protocol=adam and baseline)."})
+    eval_baseline: bool = field(default=True, metadata={"help": "Also evaluate a same-size random real subset."})
+    image_mean: list[float] | None = field(default=None, metadata={"help": "Per-channel mean of the real images."})
+    image_std: list[float] | None = field(default=None, metadata={"help": "Per-channel std of the real images."})
+
+    # Trainer defaults that suit distillation
+    output_dir: str | None = field(default="distilled", metadata={"help": "Where the distilled set is written."})
+    learning_rate: float = field(default=0.01, metadata={"help": "Adam step size of the synthetic inputs."})
+    per_device_train_batch_size: int = field(default=256, metadata={"help": "Real examples per outer step."})
+    max_steps: int = field(default=1000, metadata={"help": "Outer steps (updates of the synthetic set)."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Schedule of the synthetic set's optimiser."})
+    logging_steps: float = field(default=50, metadata={"help": "Log every N outer steps."})
+    save_steps: float = field(default=500, metadata={"help": "Checkpoint every N outer steps."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Keep the real-data columns: the synthetic set's forward takes none."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        from .learners import LEARNERS
+
+        if self.learner is not None and self.learner not in LEARNERS:
+            raise ValueError(f"Unknown learner {self.learner!r}: choose one of {', '.join(LEARNERS)}.")
+        if self.synthetic_per_class < 1:
+            raise ValueError(f"synthetic_per_class must be >= 1 (got {self.synthetic_per_class}).")
+        if self.num_synthetic is not None and self.num_synthetic < 1:
+            raise ValueError(f"num_synthetic must be >= 1 (got {self.num_synthetic}).")
+        if self.inner_steps < 1 or self.inner_epochs < 1:
+            raise ValueError(f"inner_steps and inner_epochs must be >= 1 (got {self.inner_steps}, {self.inner_epochs}).")
+        total = self.inner_steps * self.inner_epochs
+        if self.backprop_steps is not None and not 1 <= self.backprop_steps <= total:
+            raise ValueError(f"backprop_steps must be in [1, inner_steps * inner_epochs = {total}] (got {self.backprop_steps}).")
+        if self.random_truncation and self.backprop_steps is None:
+            raise ValueError("random_truncation needs backprop_steps (the length of the back-propagated window).")
+        if self.num_eval_models < 1:
+            raise ValueError(f"num_eval_models must be >= 1 (got {self.num_eval_models}).")
+
+    @property
+    def total_inner_steps(self) -> int:
+        return self.inner_steps * self.inner_epochs

@@ -1,0 +1,180 @@
+"""The networks a distilled set is learned *for*: small classifiers as `PreTrainedModel`s.
+
+Each learner takes `pixel_values` (images) or `inputs_embeds` + `attention_mask` (text), returns a
+`SequenceClassifierOutput`, and accepts hard (`[B]` int) or soft (`[B, K]` float) `labels`, so it trains with the
+plain `Trainer` and saves with `save_pretrained` as well as inside the distillation loop.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+
+def soft_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against hard labels (`[B]` ints) or soft labels (`[B, K]` probabilities)."""
+    if labels.dtype.is_floating_point:
+        return -(labels * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+    return F.cross_entropy(logits, labels)
+
+
+class LearnerConfig(PretrainedConfig):
+    """Shared configuration of hf_distill's learners.
+
+    Parameters:
+        num_channels: image channels (image learners).
+        image_size: image height = width (image learners).
+        hidden_size: width of the input embeddings (text learners).
+        width: filters per conv layer (ConvNet, TextCNN) or LSTM hidden size per direction (TextLSTM).
+        depth: conv blocks (ConvNet); 0 picks as many as the image size allows, at most 3.
+        kernel_sizes: TextCNN kernel widths.
+        dropout: dropout before the classifier; the distillation inner loop runs learners in eval mode.
+    """
+
+    model_type = "hf_distill_learner"
+
+    def __init__(
+        self,
+        num_channels=1,
+        image_size=28,
+        hidden_size=384,
+        width=None,
+        depth=0,
+        kernel_sizes=(3, 4, 5),
+        dropout=0.0,
+        **kwargs,
+    ):
+        self.num_channels = num_channels
+        self.image_size = image_size
+        self.hidden_size = hidden_size
+        self.width = width
+        self.depth = depth
+        self.kernel_sizes = list(kernel_sizes)
+        self.dropout = dropout
+        super().__init__(**kwargs)
+
+
+class _Learner(PreTrainedModel):
+    config_class = LearnerConfig
+    base_model_prefix = "learner"
+    main_input_name = "pixel_values"
+
+    def _init_weights(self, module):
+        # PyTorch's default init (Kaiming-uniform): what the seed papers' learners use.
+        if module is not self and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+
+    def reset_parameters(self):
+        """Draw fresh weights from the global RNG (used for a new learner per outer step)."""
+        for module in self.modules():
+            self._init_weights(module)
+
+    def _output(self, logits, labels):
+        loss = soft_cross_entropy(logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+class LeNet(_Learner):
+    """LeNet-5 as in the dataset-distillation papers (ReLU, max-pool)."""
+
+    def __init__(self, config: LearnerConfig):
+        super().__init__(config)
+        pad = 2 if config.image_size == 28 else 0  # 28x28 inputs are padded to LeNet's native 32x32
+        self.conv1 = nn.Conv2d(config.num_channels, 6, 5, padding=pad)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        side = ((config.image_size + 2 * pad - 4) // 2 - 4) // 2
+        if side < 1:
+            raise ValueError(f"LeNet needs images of at least 28x28 (got {config.image_size}); use 'convnet'.")
+        self.fc1 = nn.Linear(16 * side * side, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, config.num_labels)
+        self.post_init()
+
+    def forward(self, pixel_values, labels=None, **kwargs):
+        x = F.max_pool2d(F.relu(self.conv1(pixel_values)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = F.relu(self.fc2(F.relu(self.fc1(x.flatten(1)))))
+        return self._output(self.fc3(x), labels)
+
+
+class ConvNet(_Learner):
+    """The ConvNet of DC/DM/MTT: blocks of conv3x3 - instance norm - ReLU - avg-pool, then a linear layer."""
+
+    def __init__(self, config: LearnerConfig):
+        super().__init__(config)
+        width = config.width or 128
+        # instance norm needs at least 2x2 maps: 3 blocks for 28/32 px, 2 for 8 px
+        depth = config.depth or min(3, int(math.log2(config.image_size)) - 1)
+        blocks, channels = [], config.num_channels
+        for _ in range(depth):
+            # GroupNorm with one group per channel is the instance norm DC uses (affine, no running stats).
+            blocks += [nn.Conv2d(channels, width, 3, padding=1), nn.GroupNorm(width, width), nn.ReLU(), nn.AvgPool2d(2)]
+            channels = width
+        self.features = nn.Sequential(*blocks)
+        side = config.image_size // 2**depth
+        self.classifier = nn.Linear(width * side * side, config.num_labels)
+        self.post_init()
+
+    def forward(self, pixel_values, labels=None, **kwargs):
+        return self._output(self.classifier(self.features(pixel_values).flatten(1)), labels)
+
+
+class TextCNN(_Learner):
+    """Kim's CNN over an embedding sequence: parallel 1-D convolutions, max-over-time pooling, linear."""
+
+    main_input_name = "inputs_embeds"
+
+    def __init__(self, config: LearnerConfig):
+        super().__init__(config)
+        width = config.width or 100
+        self.convs = nn.ModuleList(nn.Conv1d(config.hidden_size, width, k) for k in config.kernel_sizes)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(width * len(config.kernel_sizes), config.num_labels)
+        self.post_init()
+
+    def forward(self, inputs_embeds, attention_mask=None, labels=None, **kwargs):
+        if attention_mask is not None:
+            inputs_embeds = inputs_embeds * attention_mask.unsqueeze(-1).to(inputs_embeds.dtype)
+        x = inputs_embeds.transpose(1, 2)  # [B, D, L]
+        pooled = [F.relu(conv(x)).amax(dim=-1) for conv in self.convs]
+        return self._output(self.classifier(self.dropout(torch.cat(pooled, dim=-1))), labels)
+
+
+class TextLSTM(_Learner):
+    """A bidirectional LSTM over an embedding sequence, mean-pooled over the attended positions."""
+
+    main_input_name = "inputs_embeds"
+
+    def __init__(self, config: LearnerConfig):
+        super().__init__(config)
+        width = config.width or 128
+        self.lstm = nn.LSTM(config.hidden_size, width, batch_first=True, bidirectional=True)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(2 * width, config.num_labels)
+        self.post_init()
+
+    def forward(self, inputs_embeds, attention_mask=None, labels=None, **kwargs):
+        # cuDNN's LSTM has no double backward, which the unrolled inner loop needs.
+        with torch.backends.cudnn.flags(enabled=False):
+            hidden, _ = self.lstm(inputs_embeds)
+        if attention_mask is None:
+            pooled = hidden.mean(1)
+        else:
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return self._output(self.classifier(self.dropout(pooled)), labels)
+
+
+LEARNERS = {"lenet": LeNet, "convnet": ConvNet, "textcnn": TextCNN, "textlstm": TextLSTM}
+IMAGE_LEARNERS = ("lenet", "convnet")
+TEXT_LEARNERS = ("textcnn", "textlstm")
+
+
+def build_learner(name: str, num_labels: int, **config_kwargs) -> PreTrainedModel:
+    """Build one of hf_distill's learners by name with a fresh random init."""
+    if name not in LEARNERS:
+        raise ValueError(f"Unknown learner {name!r}: choose one of {', '.join(LEARNERS)}.")
+    return LEARNERS[name](LearnerConfig(num_labels=num_labels, **config_kwargs))

@@ -1,0 +1,3 @@
+from .unrolled import learner_logits, unroll
+
+__all__ = ["learner_logits", "unroll"]

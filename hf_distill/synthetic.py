@@ -1,0 +1,192 @@
+"""The learnable synthetic set (what `Trainer` optimises) and the distilled set it becomes on disk."""
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from datasets import Array2D, Array3D, ClassLabel, Dataset, Features, Image, List, Value
+from PIL import Image as PILImage
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+FORMAT_VERSION = 1  # bump on an incompatible change of the files below
+DATA_FILE = "data/train-00000-of-00001.parquet"
+META_FILE = "distillation.json"
+LEARNER_INIT_FILE = "learner_init.safetensors"
+LABEL_INIT_LOGIT = 3.0  # initial logit of an example's own class (soft label ~0.69 on it for 10 classes)
+
+
+def initial_label_logits(num_synthetic: int, num_labels: int) -> torch.Tensor:
+    """One class per example, cycling; with fewer examples than classes, example i covers classes i, i+N, ..."""
+    logits = torch.zeros(num_synthetic, num_labels)
+    for c in range(max(num_synthetic, num_labels)):
+        logits[c % num_synthetic, c % num_labels] = LABEL_INIT_LOGIT
+    return logits
+
+
+class SyntheticSet(nn.Module):
+    """The distilled set as a module: its parameters are the synthetic inputs, label logits and log step sizes.
+
+    Being the `Trainer`'s model, it gets the optimiser, schedule, checkpoints, resume and DDP gradient averaging of
+    `Trainer` for free. `forward()` takes no real data; it returns the current synthetic tensors.
+    """
+
+    def __init__(self, inputs, label_logits, num_steps, step_size_init, attention_mask=None, learn_labels=True,
+                 learn_step_sizes=True):
+        super().__init__()
+        self.inputs = nn.Parameter(inputs.clone())
+        self.label_logits = nn.Parameter(label_logits.clone(), requires_grad=learn_labels)
+        self.log_step_sizes = nn.Parameter(torch.full((num_steps,), math.log(step_size_init)),
+                                           requires_grad=learn_step_sizes)
+        self.register_buffer("attention_mask", attention_mask)
+
+    def forward(self):
+        # Step sizes are kept as logs so that they stay positive whatever the update.
+        return self.inputs, self.attention_mask, self.label_logits.softmax(-1), self.log_step_sizes.exp()
+
+
+@dataclass
+class DistilledDataset:
+    """A distilled training set: synthetic inputs with soft labels and the step sizes learned with them.
+
+    `inputs` are `pixel_values` `[N, C, H, W]` for images or `inputs_embeds` `[N, L, D]` for text (then with an
+    `attention_mask` `[N, L]`). `metadata` holds the config that produced the set, the learner and embedding model,
+    the image normalisation and the evaluation results.
+    """
+
+    inputs: torch.Tensor
+    soft_labels: torch.Tensor
+    label_names: list[str]
+    step_sizes: torch.Tensor | None = None
+    attention_mask: torch.Tensor | None = None
+    previews: list[str] | None = None  # text: nearest vocabulary token of each position
+    learner_init: dict[str, torch.Tensor] | None = None  # the init the set was distilled for (learner_init=fixed)
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def modality(self) -> str:
+        return "text" if self.attention_mask is not None else "image"
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.soft_labels.argmax(-1)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def to_dataset(self) -> Dataset:
+        """The set as a `datasets.Dataset`: exact tensors, `soft_label`, `label` and a human view."""
+        n = len(self)
+        columns = {"soft_label": self.soft_labels.float().numpy(), "label": self.labels.tolist()}
+        features = {
+            "soft_label": List(Value("float32"), length=self.soft_labels.shape[1]),
+            "label": ClassLabel(names=list(self.label_names)),
+        }
+        if self.modality == "text":
+            columns["inputs_embeds"] = self.inputs.float().numpy()
+            columns["attention_mask"] = self.attention_mask.to(torch.int8).numpy()
+            columns["preview"] = self.previews or [""] * n
+            features["inputs_embeds"] = Array2D(shape=tuple(self.inputs.shape[1:]), dtype="float32")
+            features["attention_mask"] = List(Value("int8"))
+            features["preview"] = Value("string")
+        else:
+            columns["pixel_values"] = self.inputs.float().numpy()
+            columns["image"] = [to_pil(x, self.metadata.get("image_mean"), self.metadata.get("image_std")) for x in self.inputs]
+            features["pixel_values"] = Array3D(shape=tuple(self.inputs.shape[1:]), dtype="float32")
+            features["image"] = Image()
+        return Dataset.from_dict(columns, features=Features(features))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the set as a dataset folder: parquet data, `distillation.json`, a preview, the fixed init."""
+        from . import __version__
+
+        path = Path(path)
+        (path / DATA_FILE).parent.mkdir(parents=True, exist_ok=True)
+        self.to_dataset().to_parquet(str(path / DATA_FILE))
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "hf_distill_version": __version__,
+            "modality": self.modality,
+            "label_names": list(self.label_names),
+            "step_sizes": None if self.step_sizes is None else self.step_sizes.tolist(),
+            **self.metadata,
+        }
+        (path / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+        if self.learner_init is not None:
+            save_file({k: v.contiguous() for k, v in self.learner_init.items()}, str(path / LEARNER_INIT_FILE))
+        if self.modality == "image":
+            image_grid(self).save(path / "preview.png")
+        else:
+            lines = [f"{i} [{self.label_names[y]}]: {p}" for i, (y, p) in enumerate(zip(self.labels.tolist(), self.previews or []))]
+            (path / "preview.txt").write_text("\n".join(lines) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "DistilledDataset":
+        """Read a set written by `save` (or pulled from the Hub): tensors are bit-equal to what was saved."""
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"No distilled set at {path}: the folder does not exist.")
+        if not (path / META_FILE).is_file() or not (path / DATA_FILE).is_file():
+            raise ValueError(f"{path} is not a distilled set: it has no {META_FILE} and {DATA_FILE}.")
+        meta = json.loads((path / META_FILE).read_text())
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise ValueError(
+                f"{path} was written in distilled-set format {meta['format_version']}, newer than this hf_distill "
+                f"reads ({FORMAT_VERSION}); upgrade hf_distill."
+            )
+        table = pq.read_table(path / DATA_FILE)
+        data = Dataset(table).with_format("numpy")
+        text = meta.pop("modality") == "text"
+        inputs = torch.from_numpy(np.asarray(data["inputs_embeds" if text else "pixel_values"], dtype=np.float32))
+        step_sizes = meta.pop("step_sizes")
+        init_file = path / LEARNER_INIT_FILE
+        return cls(
+            inputs=inputs,
+            soft_labels=torch.from_numpy(np.stack(data["soft_label"]).astype(np.float32)),
+            label_names=meta.pop("label_names"),
+            step_sizes=None if step_sizes is None else torch.tensor(step_sizes, dtype=torch.float32),
+            attention_mask=torch.from_numpy(np.stack(data["attention_mask"]).astype(np.int64)) if text else None,
+            previews=list(data.with_format(None)["preview"]) if text else None,
+            learner_init=load_file(str(init_file)) if init_file.is_file() else None,
+            metadata={k: v for k, v in meta.items() if k not in ("format_version", "hf_distill_version")},
+        )
+
+
+def to_pil(pixels: torch.Tensor, mean=None, std=None) -> PILImage.Image:
+    """One synthetic image, de-normalised (or min-max scaled when the normalisation is unknown), as 8-bit PIL."""
+    x = pixels.detach().float().cpu()
+    if mean is not None and std is not None:
+        x = x * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)
+    else:
+        x = (x - x.min()) / (x.max() - x.min()).clamp(min=1e-8)
+    array = (x.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    return PILImage.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+
+
+def image_grid(distilled: DistilledDataset, scale: int = 4) -> PILImage.Image:
+    """All synthetic images in a grid, one row per class when every class has the same count."""
+    images = [to_pil(x, distilled.metadata.get("image_mean"), distilled.metadata.get("image_std")) for x in distilled.inputs]
+    n, k = len(images), len(distilled.label_names)
+    cols = n // k if n % k == 0 and n > k else min(n, 10)
+    rows = math.ceil(n / cols)
+    order = distilled.labels.argsort(stable=True).tolist() if cols == n // k else range(n)
+    w, h = images[0].width * scale, images[0].height * scale
+    grid = PILImage.new("RGB", (cols * (w + 2), rows * (h + 2)), "white")
+    for slot, i in enumerate(order):
+        grid.paste(images[i].convert("RGB").resize((w, h), PILImage.NEAREST), ((slot % cols) * (w + 2), (slot // cols) * (h + 2)))
+    return grid
+
+
+def nearest_tokens(inputs_embeds: torch.Tensor, embedding_matrix: torch.Tensor, tokenizer) -> list[str]:
+    """For each synthetic sequence, the vocabulary token nearest (cosine) to each position, joined by spaces."""
+    vocab = torch.nn.functional.normalize(embedding_matrix.float(), dim=-1)
+    previews = []
+    for seq in inputs_embeds.detach().float():
+        ids = (torch.nn.functional.normalize(seq.to(vocab.device), dim=-1) @ vocab.T).argmax(-1)
+        previews.append(" ".join(tokenizer.convert_ids_to_tokens(ids.tolist())))
+    return previews

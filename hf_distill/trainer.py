@@ -1,0 +1,250 @@
+import os
+import random
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader
+from transformers import Trainer, default_data_collator
+
+from .config import DistillationConfig
+from .data import label_names_of, load_input_embeddings
+from .evaluation import accuracy, predict, summarize, train_on_set
+from .learners import build_learner
+from .methods.unrolled import learner_logits, unroll
+from .synthetic import DistilledDataset, SyntheticSet, initial_label_logits, nearest_tokens
+
+
+class DistillationDivergedError(RuntimeError):
+    """The outer loss became NaN or infinite; the checkpoints written so far are kept."""
+
+
+class DistillationTrainer(Trainer):
+    """
+    Learns a small synthetic training set for a learner network (Sucholutsky & Schonlau, arXiv:1910.02551).
+
+    The `Trainer`'s model is the [`SyntheticSet`]: its optimiser, schedule, checkpoints, resume and Accelerate
+    placement are `Trainer`'s own. One outer step (`compute_loss`) trains a learner on the synthetic set for
+    `inner_steps * inner_epochs` steps and returns its loss on a batch of real data.
+
+    Args:
+        args: a [`DistillationConfig`].
+        train_dataset: real data with `labels` (or `label`) and `pixel_values` (images) or `input_ids` +
+            `attention_mask` (text, tokenised with the tokenizer of `args.embedding_model`).
+        eval_dataset: real held-out data in the same form, for `evaluate()`.
+        learner: the network to distil for; default: `build_learner(args.learner, ...)`.
+        processing_class: the tokenizer of the embedding model (text; loaded from `args.embedding_model` if not given).
+        compute_metrics: `EvalPrediction -> dict`, as for `Trainer`; default: offline accuracy.
+        source_dataset: name of the real dataset, recorded with the distilled set.
+    """
+
+    _tag_names = ["hf_distill", "dataset-distillation"]
+    _paper = {"title": "Soft-Label Dataset Distillation and Text Dataset Distillation", "id": "1910.02551"}
+
+    def __init__(self, args: DistillationConfig | None = None, train_dataset=None, eval_dataset=None, learner=None,
+                 processing_class=None, compute_metrics=None, callbacks=None, source_dataset: str | None = None,
+                 embedding_matrix: torch.Tensor | None = None):
+        # Args
+        args = args if args is not None else DistillationConfig()
+        if train_dataset is None:
+            raise ValueError("DistillationTrainer needs a train_dataset of real examples to distil.")
+        columns = train_dataset.column_names
+        self.label_column = next((c for c in ("labels", "label") if c in columns), None)
+        if self.label_column is None:
+            raise ValueError(f"train_dataset has no 'labels' or 'label' column (columns: {', '.join(columns)}).")
+        if "pixel_values" in columns:
+            self.modality = "image"
+        elif "input_ids" in columns and "attention_mask" in columns:
+            self.modality = "text"
+        else:
+            raise ValueError(f"train_dataset needs 'pixel_values' or 'input_ids' + 'attention_mask' (columns: {', '.join(columns)}).")
+        self.class_names = label_names_of(train_dataset, self.label_column)
+        num_labels = len(self.class_names)
+        self.source_dataset = source_dataset
+
+        # Model: the frozen embeddings (text), the learner, and the synthetic set the Trainer optimises
+        self.embedding_matrix = None
+        if self.modality == "text":
+            if embedding_matrix is None:
+                if args.embedding_model is None:
+                    raise ValueError("Text data needs args.embedding_model (the model whose input embeddings are used).")
+                embedding_matrix, tokenizer = load_input_embeddings(args.embedding_model)
+                processing_class = processing_class or tokenizer
+            self.embedding_matrix = embedding_matrix
+        example = train_dataset[0]
+        if learner is None:
+            name = args.learner or self._default_learner(example)
+            shape = {"hidden_size": embedding_matrix.shape[1]} if self.modality == "text" else {
+                "num_channels": example["pixel_values"].shape[0], "image_size": example["pixel_values"].shape[-1]}
+            learner = build_learner(name, num_labels, **shape)
+        if learner.config.num_labels != num_labels:
+            raise ValueError(f"The learner has {learner.config.num_labels} labels but the data has {num_labels} ({', '.join(self.class_names)}).")
+        self.learner = learner.eval().requires_grad_(False)  # its weights are passed functionally; eval: no dropout
+        self.fixed_init = self._learner_init(args.seed) if args.learner_init == "fixed" else None
+        synthetic = self._init_synthetic(args, train_dataset, num_labels)
+
+        super().__init__(model=synthetic, args=args, data_collator=default_data_collator, train_dataset=train_dataset,
+                         eval_dataset=eval_dataset, processing_class=processing_class,
+                         compute_metrics=compute_metrics or accuracy, callbacks=callbacks)
+        self.learner.to(self.args.device)
+        if self.embedding_matrix is not None:
+            self.embedding_matrix = self.embedding_matrix.to(self.args.device)
+        self.eval_metrics: dict[str, float] = {}
+        self._unrolls = 0
+
+    def _default_learner(self, example) -> str:
+        if self.modality == "text":
+            return "textcnn"
+        return "lenet" if example["pixel_values"].shape[-1] >= 28 else "convnet"
+
+    def _learner_init(self, seed: int) -> dict[str, torch.Tensor]:
+        """Fresh learner weights drawn from `seed` (the same seed gives the same weights)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.learner.reset_parameters()
+        return {k: v.detach().clone() for k, v in self.learner.named_parameters()}
+
+    def _init_synthetic(self, args, train_dataset, num_labels) -> SyntheticSet:
+        n = args.num_synthetic or args.synthetic_per_class * num_labels
+        labels = initial_label_logits(n, num_labels)
+        rng = np.random.default_rng(args.seed)
+        real_labels = np.asarray(train_dataset[self.label_column])
+        picks = []
+        for c in labels.argmax(-1).tolist():
+            pool = np.flatnonzero(real_labels == c)
+            if len(pool) == 0:
+                raise ValueError(f"Class {self.class_names[c]!r} has no example in train_dataset.")
+            picks.append(int(rng.choice(pool)))
+        inputs, mask, _ = self._real_inputs(default_data_collator([train_dataset[i] for i in picks]), device="cpu")
+        if args.synthetic_init == "noise":
+            gen = torch.Generator().manual_seed(args.seed)
+            scale = self.embedding_matrix.std() if self.modality == "text" else 1.0
+            inputs = torch.randn(inputs.shape, generator=gen) * scale
+        mask = None if mask is None else torch.ones_like(mask)  # every synthetic position is learned and attended
+        return SyntheticSet(inputs, labels, args.total_inner_steps, args.step_size_init, mask, args.learn_labels,
+                            args.learn_step_sizes)
+
+    def _real_inputs(self, batch, device=None):
+        """A collated real batch -> (inputs, attention_mask, labels); text ids go through the frozen embeddings."""
+        device = device or self.args.device
+        labels = batch.get("labels", batch.get("label")).to(device)
+        if self.modality == "image":
+            return batch["pixel_values"].to(device), None, labels
+        ids = batch["input_ids"].to(self.embedding_matrix.device)
+        return F.embedding(ids, self.embedding_matrix).to(device), batch["attention_mask"].to(device), labels
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # One outer step: unroll a learner on the synthetic set, return its loss on the real batch.
+        x_syn, mask_syn, soft_labels, step_sizes = model()
+        x, mask, y = self._real_inputs(inputs)
+        seed = hash((self.args.seed, self.state.global_step, self.args.process_index, self._unrolls)) % 2**31
+        self._unrolls += 1
+        params = self.fixed_init if self.fixed_init is not None else self._learner_init(seed)
+        params = {k: v.to(x.device) for k, v in params.items()}
+        num_steps = len(step_sizes)
+        if self.args.random_truncation:  # RaT-BPTT: a random unroll length, back-propagated through its last steps
+            num_steps = random.Random(seed).randint(self.args.backprop_steps, num_steps)
+        params = unroll(self.learner, params, x_syn, mask_syn, soft_labels, step_sizes[:num_steps],
+                        backprop_steps=self.args.backprop_steps)
+        loss = F.cross_entropy(learner_logits(self.learner, params, x, mask), y)
+        if not torch.isfinite(loss):
+            raise DistillationDivergedError(
+                f"Distillation diverged at step {self.state.global_step}: the outer loss is {loss.item()}. The "
+                f"checkpoints in {self.args.output_dir} are kept; lower learning_rate or step_size_learning_rate, "
+                "or set backprop_steps."
+            )
+        return (loss, {"loss": loss}) if return_outputs else loss
+
+    def create_optimizer(self, model=None):
+        # What is optimised is the synthetic set: inputs, label logits and step sizes each get their own step size.
+        if self.optimizer is None:
+            synthetic, args = self.model, self.args
+            groups = [{"params": [synthetic.inputs], "lr": args.learning_rate}]
+            if synthetic.label_logits.requires_grad:
+                groups.append({"params": [synthetic.label_logits], "lr": args.label_learning_rate})
+            if synthetic.log_step_sizes.requires_grad:
+                groups.append({"params": [synthetic.log_step_sizes], "lr": args.step_size_learning_rate})
+            optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(args, synthetic)
+            kwargs.pop("lr", None)
+            self.optimizer = optimizer_cls(groups, **kwargs)
+        return self.optimizer
+
+    def log(self, logs, start_time=None):
+        # Also log the mean learned inner step size: its drift is the first sign of an unstable run.
+        if "loss" in logs:
+            logs["inner_step_size"] = round(self.model.log_step_sizes.detach().exp().mean().item(), 6)
+        super().log(logs, start_time)
+
+    def _eval_batches(self, eval_dataset):
+        loader = DataLoader(eval_dataset, batch_size=self.args.per_device_eval_batch_size * 32,
+                            collate_fn=default_data_collator)
+        for batch in loader:
+            yield self._real_inputs(batch)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
+        # A distilled set is judged by training fresh learners on it, not by a forward pass of the Trainer's model.
+        eval_dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if eval_dataset is None:
+            raise ValueError("evaluate() needs an eval_dataset.")
+        args, distilled = self.args, self.distilled_dataset()
+        device = args.device
+        x, y = distilled.inputs.to(device), distilled.soft_labels.to(device)
+        mask = None if distilled.attention_mask is None else distilled.attention_mask.to(device)
+        steps = distilled.step_sizes.to(device) if args.eval_protocol == "learned" else None
+        runs, baseline_runs = [], []
+        real_labels = np.asarray(self.train_dataset[self.label_column])
+        for i in range(args.num_eval_models):
+            init = self.fixed_init if self.fixed_init is not None else self._learner_init(args.seed + 100_003 + i)
+            init = {k: v.to(device) for k, v in init.items()}
+            params = train_on_set(self.learner, init, x, mask, y, step_sizes=steps, steps=args.eval_train_steps, lr=args.eval_learning_rate)
+            runs.append(self.compute_metrics(predict(self.learner, params, self._eval_batches(eval_dataset))))
+            if args.eval_baseline:  # a random real subset with the same number of examples per class, hard labels
+                rng = np.random.default_rng(args.seed + i)
+                picks = [int(rng.choice(np.flatnonzero(real_labels == c))) for c in distilled.labels.tolist()]
+                bx, bmask, by = self._real_inputs(default_data_collator([self.train_dataset[j] for j in picks]))
+                params = train_on_set(self.learner, init, bx, bmask, by, steps=args.eval_train_steps, lr=args.eval_learning_rate)
+                baseline_runs.append(self.compute_metrics(predict(self.learner, params, self._eval_batches(eval_dataset))))
+        metrics = summarize(runs, metric_key_prefix)
+        if baseline_runs:
+            metrics.update(summarize(baseline_runs, f"{metric_key_prefix}_baseline"))
+        metrics[f"{metric_key_prefix}_num_models"] = args.num_eval_models
+        self.eval_metrics = metrics
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(args, self.state, self.control, metrics)
+        return metrics
+
+    def distilled_dataset(self) -> DistilledDataset:
+        """The current synthetic set as a [`DistilledDataset`] (detached, on CPU)."""
+        synthetic = self.accelerator.unwrap_model(self.model)
+        inputs, mask, soft_labels, step_sizes = (t.detach().cpu() if t is not None else None for t in synthetic())
+        previews = None
+        if self.modality == "text" and self.processing_class is not None:
+            previews = nearest_tokens(inputs, self.embedding_matrix, self.processing_class)
+        return DistilledDataset(
+            inputs=inputs, soft_labels=soft_labels, label_names=self.class_names, step_sizes=step_sizes,
+            attention_mask=mask, previews=previews, learner_init=self.fixed_init,
+            metadata={
+                "source_dataset": self.source_dataset,
+                "learner": type(self.learner).__name__,
+                "learner_config": self.learner.config.to_dict(),
+                "learner_init": self.args.learner_init,
+                "embedding_model": self.args.embedding_model,
+                "image_mean": self.args.image_mean,
+                "image_std": self.args.image_std,
+                "inner_steps": self.args.inner_steps,
+                "inner_epochs": self.args.inner_epochs,
+                "metrics": self.eval_metrics,
+                "config": self.args.to_dict(),
+            },
+        )
+
+    def _save(self, output_dir=None, state_dict=None):
+        # The artefact is a dataset, not model weights; model.safetensors holds the raw learnable state for resume.
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if not self.args.should_save:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        state = state_dict if state_dict is not None else self.accelerator.unwrap_model(self.model).state_dict()
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, os.path.join(output_dir, "model.safetensors"))
+        self.distilled_dataset().save(output_dir)

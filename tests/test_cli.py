@@ -1,0 +1,74 @@
+import json
+
+import pytest
+import yaml
+
+from hf_distill import DistilledDataset
+from hf_distill.cli import main, parse_args
+
+QUICK = ["--max_steps", "3", "--inner_steps", "2", "--inner_epochs", "1", "--num_eval_models", "2",
+         "--eval_train_steps", "5", "--disable_tqdm", "true", "--save_strategy", "no"]
+
+
+def test_distill_writes_set_and_eval_results(tmp_path, image_dataset_dir, capsys):
+    out = tmp_path / "out"
+    assert main(["distill", "--dataset", image_dataset_dir, "--output_dir", str(out), "--learner", "convnet", *QUICK]) == 0
+    results = json.loads((out / "eval_results.json").read_text())
+    assert {"eval_accuracy", "eval_accuracy_std", "eval_num_models", "eval_baseline_accuracy"} <= results.keys()
+    assert results["eval_num_models"] == 2
+    distilled = DistilledDataset.load(out)
+    assert len(distilled) == 4 and distilled.metadata["metrics"]["eval_accuracy"] == results["eval_accuracy"]
+    assert "eval_accuracy=" in capsys.readouterr().out
+
+
+def test_text_distill_from_the_cli(tmp_path, text_dataset_dir, tiny_embedding_model):
+    out = tmp_path / "out"
+    argv = ["distill", "--dataset", text_dataset_dir, "--embedding_model", tiny_embedding_model, "--max_length", "8",
+            "--learner", "textcnn", "--output_dir", str(out), *QUICK]
+    assert main(argv) == 0
+    assert DistilledDataset.load(out).inputs.shape == (2, 8, 16)
+
+
+def test_presets_supply_defaults_and_flags_override_them():
+    data_args, args = parse_args(["--dataset", "../shared/data/imdb"])
+    assert (args.learner, args.synthetic_per_class, data_args.max_length) == ("textcnn", 10, 256)
+    assert args.embedding_model == "sentence-transformers/all-MiniLM-L6-v2"
+    _, args = parse_args(["--dataset", "imdb", "--synthetic_per_class", "2"])
+    assert args.synthetic_per_class == 2
+    _, args = parse_args([])
+    assert args.learner == "convnet" and args.output_dir == "distilled"  # the offline digits demo
+
+
+def test_yaml_config_and_command_line_precedence(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"dataset": "mnist", "inner_steps": 7, "max_steps": 11}))
+    data_args, args = parse_args(["--config", str(config), "--max_steps", "12"])
+    assert (data_args.dataset, args.inner_steps, args.max_steps, args.learner) == ("mnist", 7, 12, "lenet")
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--dataset", "./no/such/folder"], "does not exist"),
+        (["--train_split", "nope"], "Split 'nope' is not in"),
+        (["--label_column", "stars"], "label column 'stars'"),
+        (["--synthetic_per_class", "0"], "synthetic_per_class must be >= 1"),
+        (["--learner", "resnet"], "Unknown learner 'resnet'"),
+        (["--config", "missing.yaml"], "Config file 'missing.yaml' could not be read"),
+    ],
+)
+def test_bad_input_is_one_line_and_leaves_output_dir_alone(tmp_path, capsys, flags, message):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    assert main(["distill", "--output_dir", str(out), *flags]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hf-distill: error:") and message in err and "\n" not in err and "Traceback" not in err
+    assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "precious"
+
+
+def test_embedding_model_errors(tmp_path, capsys, text_dataset_dir):
+    assert main(["distill", "--dataset", text_dataset_dir, "--embedding_model", str(tmp_path / "nope"),
+                 "--output_dir", str(tmp_path / "o")]) == 1
+    assert "Embedding model path" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

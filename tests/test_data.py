@@ -1,0 +1,71 @@
+import pytest
+from conftest import shared_data
+from transformers import AutoTokenizer
+
+from hf_distill.data import PRESETS, DataArguments, find_preset, load_raw, load_real_data
+
+
+def test_every_preset_is_found_by_name_hub_id_and_folder():
+    for name, preset in PRESETS.items():
+        assert find_preset(name) is preset
+        assert find_preset(preset.hub_id) is preset
+        assert find_preset(f"../shared/data/{name}/") is preset
+    assert find_preset("someone/unknown") is None
+    with pytest.raises(ValueError, match="Unknown preset 'nope'"):
+        find_preset("x", "nope")
+
+
+def test_digits_demo_data_is_embedded():
+    data = load_real_data(DataArguments())
+    assert data.modality == "image" and data.label_names == [str(d) for d in range(10)]
+    assert len(data.train) + len(data.eval) == 1797
+    assert data.train[0]["pixel_values"].shape == (1, 8, 8)
+
+
+def test_image_folder_from_save_to_disk(image_dataset_dir):
+    data = load_real_data(DataArguments(dataset=image_dataset_dir))
+    assert data.train[0]["pixel_values"].shape == (1, 8, 8) and data.label_names[0] == "class_0"
+    assert abs(float(data.train["pixel_values"].mean())) < 1e-4  # normalised with the train split's own statistics
+
+
+def test_text_folder_of_parquet_files(tiny_embedding_model, text_dataset_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_embedding_model)
+    data = load_real_data(DataArguments(dataset=text_dataset_dir, max_length=10, eval_max_samples=30), tokenizer=tokenizer)
+    assert data.modality == "text" and data.label_names == ["neg", "pos"]
+    assert data.train[0]["input_ids"].shape == (10,) and len(data.eval) == 30
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"dataset": "./does/not/exist"}, FileNotFoundError, "does not exist"),
+        ({"train_split": "nope"}, ValueError, "Split 'nope' is not in"),
+        ({"eval_split": "validation"}, ValueError, "Evaluation split 'validation' is not in"),
+        ({"label_column": "stars"}, ValueError, "label column 'stars' is not in split 'train'"),
+    ],
+)
+def test_bad_input_names_the_problem(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        load_real_data(DataArguments(**kwargs))
+
+
+def test_missing_text_column_and_missing_embedding_model(tiny_embedding_model, text_dataset_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_embedding_model)
+    with pytest.raises(ValueError, match="text column 'review' is not in split 'train'"):
+        load_real_data(DataArguments(dataset=text_dataset_dir, text_column="review"), tokenizer=tokenizer)
+    with pytest.raises(ValueError, match="embedding model"):
+        load_real_data(DataArguments(dataset=text_dataset_dir))
+
+
+def test_empty_folder_is_not_a_dataset(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No dataset in"):
+        load_raw(str(tmp_path))
+
+
+def test_real_sst2_loads_with_its_preset():
+    path = shared_data("sst2")
+    model = shared_data("../models/all-MiniLM-L6-v2")
+    data = load_real_data(DataArguments(dataset=path, max_length=32, max_train_samples=64, eval_max_samples=64),
+                          tokenizer=AutoTokenizer.from_pretrained(model))
+    assert len(data.train) == 64 and data.eval[0]["input_ids"].shape == (32,)
+    assert data.label_names == ["negative", "positive"] or len(data.label_names) == 2

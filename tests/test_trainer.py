@@ -1,0 +1,137 @@
+import math
+
+import pytest
+import torch
+from conftest import quick_config
+from safetensors.torch import load_file
+
+from hf_distill import DistillationDivergedError, DistillationTrainer, DistilledDataset, build_learner, load_real_data
+from hf_distill.data import DataArguments
+
+
+def small_convnet(num_labels=4):
+    return build_learner("convnet", num_labels, image_size=8, width=8)
+
+
+def test_synthetic_set_changes_during_training(tmp_path, image_data):
+    train, test = image_data
+    trainer = DistillationTrainer(args=quick_config(tmp_path), train_dataset=train, eval_dataset=test, learner=small_convnet())
+    before = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
+    trainer.train()
+    for name, value in trainer.model.named_parameters():
+        assert not torch.equal(before[name], value.detach()), f"{name} did not change"
+
+
+def test_distilled_set_beats_random_real_subset(tmp_path, image_data):
+    train, test = image_data
+    args = quick_config(tmp_path, max_steps=100, inner_steps=10, num_eval_models=3, eval_train_steps=100,
+                        learning_rate=0.05, step_size_init=0.3, synthetic_init="noise")
+    trainer = DistillationTrainer(args=args, train_dataset=train, eval_dataset=test, learner=small_convnet())
+    trainer.train()
+    metrics = trainer.evaluate()
+    assert metrics["eval_num_models"] == 3
+    assert metrics["eval_accuracy"] > metrics["eval_baseline_accuracy"] + 0.1, metrics
+
+
+def test_fixed_init_uses_one_init_and_saves_it(tmp_path, image_data):
+    train, test = image_data
+    trainer = DistillationTrainer(args=quick_config(tmp_path, learner_init="fixed"), train_dataset=train,
+                                  eval_dataset=test, learner=small_convnet())
+    trainer.train()
+    metrics = trainer.evaluate()
+    assert metrics["eval_accuracy_std"] == 0.0  # every eval learner starts from the same init with the same steps
+    trainer.save_model()
+    saved = DistilledDataset.load(tmp_path / "out").learner_init
+    assert all(torch.equal(saved[k], v) for k, v in trainer.fixed_init.items())
+
+
+def test_fewer_synthetic_examples_than_classes(tmp_path, image_data):
+    train, test = image_data
+    trainer = DistillationTrainer(args=quick_config(tmp_path, num_synthetic=2), train_dataset=train, eval_dataset=test,
+                                  learner=small_convnet())
+    trainer.train()
+    distilled = trainer.distilled_dataset()
+    assert distilled.inputs.shape == (2, 1, 8, 8) and distilled.soft_labels.shape == (2, 4)
+    assert math.isfinite(trainer.evaluate()["eval_accuracy"])
+
+
+def test_checkpoint_resume_continues_from_the_same_state(tmp_path, image_data):
+    train, test = image_data
+    args = quick_config(tmp_path, max_steps=6, save_strategy="steps", save_steps=3, seed=3)
+    full = DistillationTrainer(args=args, train_dataset=train, eval_dataset=test, learner=small_convnet())
+    full.train()
+    checkpoint = tmp_path / "out" / "checkpoint-3"
+    assert (checkpoint / "optimizer.pt").is_file() and (checkpoint / "distillation.json").is_file()
+
+    args = quick_config(tmp_path, max_steps=6, save_strategy="no", seed=3, output_dir=str(tmp_path / "resumed"))
+    resumed = DistillationTrainer(args=args, train_dataset=train, eval_dataset=test, learner=small_convnet())
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert resumed.state.global_step == 6
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5), f"{name} differs after resume"
+    assert load_file(str(checkpoint / "model.safetensors")).keys() == full.model.state_dict().keys()
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, image_data):
+    train, test = image_data
+    args = quick_config(tmp_path, max_steps=10, save_strategy="steps", save_steps=2)
+    trainer = DistillationTrainer(args=args, train_dataset=train, eval_dataset=test, learner=small_convnet())
+    original = trainer.compute_loss
+
+    def compute_loss(model, inputs, **kwargs):  # the step sizes turn NaN after the first checkpoint
+        if trainer.state.global_step >= 2:
+            with torch.no_grad():
+                trainer.model.log_step_sizes.fill_(float("nan"))
+        return original(model, inputs, **kwargs)
+
+    trainer.compute_loss = compute_loss
+    with pytest.raises(DistillationDivergedError, match="diverged at step 2"):
+        trainer.train()
+    assert (tmp_path / "out" / "checkpoint-2" / "model.safetensors").is_file()
+    assert torch.isfinite(DistilledDataset.load(tmp_path / "out" / "checkpoint-2").step_sizes).all()
+
+
+def test_text_distillation_with_embedding_model(tmp_path, tiny_embedding_model, text_dataset_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_embedding_model)
+    data = load_real_data(DataArguments(dataset=text_dataset_dir, max_length=12), tokenizer=tokenizer)
+    args = quick_config(tmp_path, embedding_model=tiny_embedding_model, learner="textcnn", synthetic_per_class=2)
+    trainer = DistillationTrainer(args=args, train_dataset=data.train, eval_dataset=data.eval)
+    before = trainer.model.inputs.detach().clone()
+    trainer.train()
+    assert not torch.equal(before, trainer.model.inputs.detach())
+    assert trainer.model.inputs.shape == (4, 12, 16)
+    metrics = trainer.evaluate()
+    assert 0.0 <= metrics["eval_accuracy"] <= 1.0
+    trainer.save_model()
+    distilled = DistilledDataset.load(tmp_path / "out")
+    assert distilled.modality == "text" and len(distilled.previews[0].split()) == 12
+    assert all(tok in tokenizer.get_vocab() for tok in distilled.previews[0].split())
+
+
+def test_textlstm_learner_distils(tmp_path, tiny_embedding_model, text_dataset_dir):
+    from transformers import AutoTokenizer
+
+    data = load_real_data(DataArguments(dataset=text_dataset_dir, max_length=8),
+                          tokenizer=AutoTokenizer.from_pretrained(tiny_embedding_model))
+    args = quick_config(tmp_path, embedding_model=tiny_embedding_model, learner="textlstm", max_steps=2)
+    trainer = DistillationTrainer(args=args, train_dataset=data.train, eval_dataset=data.eval)
+    before = trainer.model.inputs.detach().clone()
+    trainer.train()
+    assert not torch.equal(before, trainer.model.inputs.detach())
+
+
+def test_learner_label_count_mismatch_is_an_error(tmp_path, image_data):
+    train, test = image_data
+    with pytest.raises(ValueError, match="learner has 3 labels but the data has 4"):
+        DistillationTrainer(args=quick_config(tmp_path), train_dataset=train, learner=small_convnet(num_labels=3))
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_columns_are_an_error(tmp_path, image_data):
+    train, _ = image_data
+    with pytest.raises(ValueError, match="no 'labels' or 'label' column"):
+        DistillationTrainer(args=quick_config(tmp_path), train_dataset=train.remove_columns("labels"))
+    with pytest.raises(ValueError, match="needs 'pixel_values' or 'input_ids'"):
+        DistillationTrainer(args=quick_config(tmp_path), train_dataset=train.remove_columns("pixel_values"))
