@@ -184,7 +184,8 @@ def image_grid(distilled: DistilledDataset, scale: int = 4) -> PILImage.Image:
 
 def nearest_tokens(inputs_embeds: torch.Tensor, embedding_matrix: torch.Tensor, tokenizer) -> list[str]:
     """For each synthetic sequence, the vocabulary token nearest (cosine) to each position, joined by spaces."""
-    vocab = torch.nn.functional.normalize(embedding_matrix.float(), dim=-1)
+    known = min(len(tokenizer), len(embedding_matrix))  # embedding matrices are often padded past the vocabulary
+    vocab = torch.nn.functional.normalize(embedding_matrix[:known].float(), dim=-1)
     previews = []
     for seq in inputs_embeds.detach().float():
         ids = (torch.nn.functional.normalize(seq.to(vocab.device), dim=-1) @ vocab.T).argmax(-1)

@@ -91,7 +91,7 @@ class DistillationTrainer(Trainer):
         if self.embedding_matrix is not None:
             self.embedding_matrix = self.embedding_matrix.to(self.args.device)
         self.eval_metrics: dict[str, float] = {}
-        self._unrolls = 0
+        self._unrolls = (-1, 0)  # (global step, unrolls at that step): seeds that survive a resume
 
     def _default_learner(self, example) -> str:
         if self.modality == "text":
@@ -104,6 +104,13 @@ class DistillationTrainer(Trainer):
             torch.manual_seed(seed)
             self.learner.reset_parameters()
         return {k: v.detach().clone() for k, v in self.learner.named_parameters()}
+
+    def _unroll_seed(self) -> int:
+        """A seed unique to (seed, outer step, process, micro-batch): fresh inits per step, reproducible on resume."""
+        step, count = self._unrolls
+        count = count + 1 if step == self.state.global_step else 0
+        self._unrolls = (self.state.global_step, count)
+        return hash((self.args.seed, self.state.global_step, self.args.process_index, count)) % 2**31
 
     def _init_synthetic(self, args, train_dataset, num_labels) -> SyntheticSet:
         n = args.num_synthetic or args.synthetic_per_class * num_labels
@@ -138,8 +145,7 @@ class DistillationTrainer(Trainer):
         # One outer step: unroll a learner on the synthetic set, return its loss on the real batch.
         x_syn, mask_syn, soft_labels, step_sizes = model()
         x, mask, y = self._real_inputs(inputs)
-        seed = hash((self.args.seed, self.state.global_step, self.args.process_index, self._unrolls)) % 2**31
-        self._unrolls += 1
+        seed = self._unroll_seed()
         params = self.fixed_init if self.fixed_init is not None else self._learner_init(seed)
         params = {k: v.to(x.device) for k, v in params.items()}
         num_steps = len(step_sizes)

@@ -25,7 +25,7 @@ def test_digits_demo_data_is_embedded():
 def test_image_folder_from_save_to_disk(image_dataset_dir):
     data = load_real_data(DataArguments(dataset=image_dataset_dir))
     assert data.train[0]["pixel_values"].shape == (1, 8, 8) and data.label_names[0] == "class_0"
-    assert abs(float(data.train["pixel_values"].mean())) < 1e-4  # normalised with the train split's own statistics
+    assert abs(float(data.train[:]["pixel_values"].mean())) < 1e-4  # normalised with the train split's own statistics
 
 
 def test_text_folder_of_parquet_files(tiny_embedding_model, text_dataset_dir):
