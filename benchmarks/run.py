@@ -32,7 +32,10 @@ BENCHMARKS = {
 def device() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name()
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+        platform.processor(),
+    )
     return f"CPU: {cpu}, {torch.get_num_threads()} threads"
 
 
@@ -42,8 +45,12 @@ def versions() -> dict:
 
     import hf_distill
 
-    return {"hf_distill": hf_distill.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "datasets": datasets.__version__}
+    return {
+        "hf_distill": hf_distill.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "datasets": datasets.__version__,
+    }
 
 
 def full_data(name: str) -> dict:
@@ -63,8 +70,11 @@ def full_data(name: str) -> dict:
     data = load_real_data(data_args, tokenizer=tokenizer, image_mean=args.image_mean, image_std=args.image_std)
     torch.manual_seed(args.seed)
     first = data.train[0]
-    shape = {"hidden_size": embeddings.shape[1]} if embeddings is not None else {
-        "num_channels": first["pixel_values"].shape[0], "image_size": first["pixel_values"].shape[-1]}
+    shape = (
+        {"hidden_size": embeddings.shape[1]}
+        if embeddings is not None
+        else {"num_channels": first["pixel_values"].shape[0], "image_size": first["pixel_values"].shape[-1]}
+    )
     learner = build_learner(args.learner, len(data.label_names), **shape)
 
     def batches(ds, shuffle):

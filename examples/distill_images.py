@@ -1,7 +1,7 @@
 """Distil an image dataset with the Trainer API, then train a fresh learner on the 10 distilled images.
 
-    python examples/distill_images.py                                   # scikit-learn digits, offline, ~1 minute
-    python examples/distill_images.py --dataset ../shared/data/mnist    # MNIST from a local parquet folder
+python examples/distill_images.py                                   # scikit-learn digits, offline, ~1 minute
+python examples/distill_images.py --dataset ../shared/data/mnist    # MNIST from a local parquet folder
 """
 
 import argparse
@@ -27,9 +27,13 @@ trainer = DistillationTrainer(args=args, train_dataset=data.train, eval_dataset=
 trainer.train()
 metrics = trainer.evaluate()
 trainer.save_model()
-print(f"distilled: {metrics['eval_accuracy']:.3f} ± {metrics['eval_accuracy_std']:.3f}   "
-      f"random real subset: {metrics['eval_baseline_accuracy']:.3f} ± {metrics['eval_baseline_accuracy_std']:.3f}")
+print(
+    f"distilled: {metrics['eval_accuracy']:.3f} ± {metrics['eval_accuracy_std']:.3f}   "
+    f"random real subset: {metrics['eval_baseline_accuracy']:.3f} ± {metrics['eval_baseline_accuracy_std']:.3f}"
+)
 
 distilled = DistilledDataset.load("distilled-images")
-print(f"{len(distilled)} images {tuple(distilled.inputs.shape[1:])}, labels {distilled.labels.tolist()}, "
-      f"{len(distilled.step_sizes)} learned step sizes; grid in distilled-images/preview.png")
+print(
+    f"{len(distilled)} images {tuple(distilled.inputs.shape[1:])}, labels {distilled.labels.tolist()}, "
+    f"{len(distilled.step_sizes)} learned step sizes; grid in distilled-images/preview.png"
+)

@@ -1,7 +1,7 @@
 """Distil a text-classification dataset into embedding sequences for a TextCNN.
 
-    python examples/distill_text.py --dataset ../shared/data/sst2 --embedding_model ../shared/models/all-MiniLM-L6-v2
-    python examples/distill_text.py --dataset stanfordnlp/imdb --embedding_model sentence-transformers/all-MiniLM-L6-v2
+python examples/distill_text.py --dataset ../shared/data/sst2 --embedding_model ../shared/models/all-MiniLM-L6-v2
+python examples/distill_text.py --dataset stanfordnlp/imdb --embedding_model sentence-transformers/all-MiniLM-L6-v2
 """
 
 import argparse
@@ -18,7 +18,9 @@ parser.add_argument("--max_steps", type=int, default=300)
 cli = parser.parse_args()
 
 tokenizer = AutoTokenizer.from_pretrained(cli.embedding_model)
-data = load_real_data(DataArguments(dataset=cli.dataset, max_length=cli.max_length, eval_max_samples=2000), tokenizer=tokenizer)
+data = load_real_data(
+    DataArguments(dataset=cli.dataset, max_length=cli.max_length, eval_max_samples=2000), tokenizer=tokenizer
+)
 args = DistillationConfig(
     output_dir="distilled-text",
     learner="textcnn",
@@ -28,8 +30,9 @@ args = DistillationConfig(
     per_device_train_batch_size=64,
     num_eval_models=5,
 )
-trainer = DistillationTrainer(args=args, train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer,
-                              source_dataset=cli.dataset)
+trainer = DistillationTrainer(
+    args=args, train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer, source_dataset=cli.dataset
+)
 trainer.train()
 print(trainer.evaluate())
 trainer.save_model()

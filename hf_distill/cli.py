@@ -30,7 +30,7 @@ def parse_args(argv: list[str]) -> tuple[DataArguments, DistillationConfig]:
     command line wins), and the dataset's preset supplies defaults."""
     if "--config" in argv:
         i = argv.index("--config")
-        argv = _yaml_to_argv(argv[i + 1]) + argv[:i] + argv[i + 2:]
+        argv = _yaml_to_argv(argv[i + 1]) + argv[:i] + argv[i + 2 :]
     parser = HfArgumentParser((DataArguments, DistillationConfig), prog="hf-distill distill")
     first, _ = parser.parse_known_args(argv)
     preset = find_preset(first.dataset, first.preset)
@@ -46,12 +46,18 @@ def distill(argv: list[str]) -> dict:
     embedding_matrix = tokenizer = None
     if args.embedding_model is not None:
         embedding_matrix, tokenizer = load_input_embeddings(args.embedding_model)
-    data = load_real_data(data_args, tokenizer=tokenizer, image_mean=args.image_mean, image_std=args.image_std, seed=args.seed)
+    data = load_real_data(
+        data_args, tokenizer=tokenizer, image_mean=args.image_mean, image_std=args.image_std, seed=args.seed
+    )
     if data.modality == "image":
         args.image_mean, args.image_std = data.image_mean, data.image_std
     trainer = DistillationTrainer(
-        args=args, train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer,
-        embedding_matrix=embedding_matrix if data.modality == "text" else None, source_dataset=data_args.dataset,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        processing_class=tokenizer,
+        embedding_matrix=embedding_matrix if data.modality == "text" else None,
+        source_dataset=data_args.dataset,
     )
     train_result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_metrics("train", train_result.metrics)

@@ -64,7 +64,8 @@ class DistillationConfig(TrainingArguments):
         default=None, metadata={"help": "Total synthetic examples (overrides synthetic_per_class; may be < classes)."}
     )
     synthetic_init: str = field(
-        default="real", metadata={"help": "Initialise synthetic inputs from real examples or noise.", "choices": ["real", "noise"]}
+        default="real",
+        metadata={"help": "Initialise synthetic inputs from real examples or noise.", "choices": ["real", "noise"]},
     )
     learn_labels: bool = field(default=True, metadata={"help": "Learn soft labels."})
     label_learning_rate: float = field(default=0.01, metadata={"help": "Adam step size of the label logits."})
@@ -96,10 +97,13 @@ class DistillationConfig(TrainingArguments):
     # Evaluation
     num_eval_models: int = field(default=10, metadata={"help": "Fresh learners trained on the distilled set."})
     eval_protocol: str = field(
-        default="learned", metadata={"help": "Train eval learners with learned step sizes or Adam.", "choices": ["learned", "adam"]}
+        default="learned",
+        metadata={"help": "Train eval learners with learned step sizes or Adam.", "choices": ["learned", "adam"]},
     )
     eval_train_steps: int = field(default=300, metadata={"help": "Adam steps (eval_protocol=adam and baseline)."})
-    eval_learning_rate: float = field(default=1e-3, metadata={"help": "Adam step size (eval_protocol=adam and baseline)."})
+    eval_learning_rate: float = field(
+        default=1e-3, metadata={"help": "Adam step size (eval_protocol=adam and baseline)."}
+    )
     eval_baseline: bool = field(default=True, metadata={"help": "Also evaluate a same-size random real subset."})
     image_mean: list[float] | None = field(default=None, metadata={"help": "Per-channel mean of the real images."})
     image_std: list[float] | None = field(default=None, metadata={"help": "Per-channel std of the real images."})
@@ -127,10 +131,14 @@ class DistillationConfig(TrainingArguments):
         if self.num_synthetic is not None and self.num_synthetic < 1:
             raise ValueError(f"num_synthetic must be >= 1 (got {self.num_synthetic}).")
         if self.inner_steps < 1 or self.inner_epochs < 1:
-            raise ValueError(f"inner_steps and inner_epochs must be >= 1 (got {self.inner_steps}, {self.inner_epochs}).")
+            raise ValueError(
+                f"inner_steps and inner_epochs must be >= 1 (got {self.inner_steps}, {self.inner_epochs})."
+            )
         total = self.inner_steps * self.inner_epochs
         if self.backprop_steps is not None and not 1 <= self.backprop_steps <= total:
-            raise ValueError(f"backprop_steps must be in [1, inner_steps * inner_epochs = {total}] (got {self.backprop_steps}).")
+            raise ValueError(
+                f"backprop_steps must be in [1, inner_steps * inner_epochs = {total}] (got {self.backprop_steps})."
+            )
         if self.random_truncation and self.backprop_steps is None:
             raise ValueError("random_truncation needs backprop_steps (the length of the back-propagated window).")
         if self.num_eval_models < 1:

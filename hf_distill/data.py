@@ -22,10 +22,21 @@ class Preset:
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 _TEXT = {"learner": "textcnn", "embedding_model": MINILM}
-_IMAGE = {"learner": "lenet"}
+# Tuned on MNIST/LeNet (docs/benchmarks.md): a larger real batch and slowly learned step sizes keep the unroll stable.
+_IMAGE = {
+    "learner": "lenet",
+    "max_steps": 5000,
+    "per_device_train_batch_size": 512,
+    "learning_rate": 0.03,
+    "label_learning_rate": 0.03,
+    "step_size_init": 0.05,
+    "step_size_learning_rate": 0.002,
+}
 PRESETS = {
     # Sucholutsky & Schonlau's text benchmarks
-    "imdb": Preset("stanfordnlp/imdb", "text", ("text",), defaults={**_TEXT, "max_length": 256, "synthetic_per_class": 10}),
+    "imdb": Preset(
+        "stanfordnlp/imdb", "text", ("text",), defaults={**_TEXT, "max_length": 256, "synthetic_per_class": 10}
+    ),
     "sst2": Preset("SetFit/sst2", "text", ("text",), defaults={**_TEXT, "max_length": 64}),
     "sst5": Preset("SetFit/sst5", "text", ("text",), defaults={**_TEXT, "max_length": 64}),
     "trec6": Preset("CogComp/trec", "text", ("text",), "coarse_label", defaults={**_TEXT, "max_length": 32}),
@@ -35,26 +46,40 @@ PRESETS = {
     "yelp_polarity": Preset("fancyzhx/yelp_polarity", "text", ("text",), defaults={**_TEXT, "max_length": 256}),
     "yelp_full": Preset("Yelp/yelp_review_full", "text", ("text",), defaults={**_TEXT, "max_length": 256}),
     "yahoo_answers": Preset(
-        "community-datasets/yahoo_answers_topics", "text", ("question_title", "question_content", "best_answer"),
-        "topic", defaults={**_TEXT, "max_length": 256},
+        "community-datasets/yahoo_answers_topics",
+        "text",
+        ("question_title", "question_content", "best_answer"),
+        "topic",
+        defaults={**_TEXT, "max_length": 256},
     ),
-    "amazon_polarity": Preset("fancyzhx/amazon_polarity", "text", ("title", "content"), defaults={**_TEXT, "max_length": 256}),
-    "amazon_full": Preset(
-        "SetFit/amazon_reviews_multi_en", "text", ("text",), defaults={**_TEXT, "max_length": 256}
+    "amazon_polarity": Preset(
+        "fancyzhx/amazon_polarity", "text", ("title", "content"), defaults={**_TEXT, "max_length": 256}
     ),
-    "sogou_news": Preset("community-datasets/sogou_news", "text", ("title", "content"), defaults={**_TEXT, "max_length": 256}),
+    "amazon_full": Preset("SetFit/amazon_reviews_multi_en", "text", ("text",), defaults={**_TEXT, "max_length": 256}),
+    "sogou_news": Preset(
+        "community-datasets/sogou_news", "text", ("title", "content"), defaults={**_TEXT, "max_length": 256}
+    ),
     # Images (normalisation constants of the dataset-distillation literature)
-    "mnist": Preset("ylecun/mnist", "image", ("image",), defaults={**_IMAGE, "image_mean": [0.1307], "image_std": [0.3081]}),
+    "mnist": Preset(
+        "ylecun/mnist", "image", ("image",), defaults={**_IMAGE, "image_mean": [0.1307], "image_std": [0.3081]}
+    ),
     "fashion_mnist": Preset(
-        "zalando-datasets/fashion_mnist", "image", ("image",),
+        "zalando-datasets/fashion_mnist",
+        "image",
+        ("image",),
         defaults={**_IMAGE, "image_mean": [0.2861], "image_std": [0.3530]},
     ),
     "cifar10": Preset(
-        "uoft-cs/cifar10", "image", ("img",),
+        "uoft-cs/cifar10",
+        "image",
+        ("img",),
         defaults={"learner": "convnet", "image_mean": [0.4914, 0.4822, 0.4465], "image_std": [0.2023, 0.1994, 0.2010]},
     ),
     "cifar100": Preset(
-        "uoft-cs/cifar100", "image", ("img",), "fine_label",
+        "uoft-cs/cifar100",
+        "image",
+        ("img",),
+        "fine_label",
         defaults={"learner": "convnet", "image_mean": [0.5071, 0.4866, 0.4409], "image_std": [0.2673, 0.2564, 0.2762]},
     ),
     # scikit-learn's 8x8 digits: ships with a dependency, so the demo runs offline
@@ -68,21 +93,35 @@ class DataArguments:
 
     dataset: str = field(
         default="digits",
-        metadata={"help": "A Hub id, a local dataset folder, a folder of parquet split files, or 'digits' (offline demo)."},
+        metadata={
+            "help": "A Hub id, a local dataset folder, a folder of parquet split files, or 'digits' (offline demo)."
+        },
     )
-    preset: str | None = field(default=None, metadata={"help": f"Preset to apply ({', '.join(PRESETS)}); default: from --dataset."})
-    text_column: str | None = field(default=None, metadata={"help": "Text column (default: from the preset, or 'text')."})
-    image_column: str | None = field(default=None, metadata={"help": "Image column (default: from the preset, or 'image')."})
-    label_column: str | None = field(default=None, metadata={"help": "Label column (default: from the preset, or 'label')."})
+    preset: str | None = field(
+        default=None, metadata={"help": f"Preset to apply ({', '.join(PRESETS)}); default: from --dataset."}
+    )
+    text_column: str | None = field(
+        default=None, metadata={"help": "Text column (default: from the preset, or 'text')."}
+    )
+    image_column: str | None = field(
+        default=None, metadata={"help": "Image column (default: from the preset, or 'image')."}
+    )
+    label_column: str | None = field(
+        default=None, metadata={"help": "Label column (default: from the preset, or 'label')."}
+    )
     train_split: str = field(default="train", metadata={"help": "Split to distil from."})
-    eval_split: str | None = field(default=None, metadata={"help": "Split to evaluate on (default: test, else validation)."})
+    eval_split: str | None = field(
+        default=None, metadata={"help": "Split to evaluate on (default: test, else validation)."}
+    )
     max_length: int = field(default=128, metadata={"help": "Tokens per text sequence (real and synthetic)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Distil from a random subset of this size."})
-    eval_max_samples: int | None = field(default=None, metadata={"help": "Evaluate on a fixed random subset of this size."})
+    eval_max_samples: int | None = field(
+        default=None, metadata={"help": "Evaluate on a fixed random subset of this size."}
+    )
 
 
 def find_preset(dataset: str, preset: str | None = None) -> Preset | None:
-    """The preset named explicitly, or the one whose name or Hub id matches `dataset` (a path matches by its folder name)."""
+    """The preset named explicitly, or the one whose name or Hub id matches `dataset` (a path: its folder name)."""
     if preset is not None:
         if preset not in PRESETS:
             raise ValueError(f"Unknown preset {preset!r}: choose one of {', '.join(PRESETS)}.")
@@ -110,7 +149,9 @@ def load_raw(dataset: str) -> DatasetDict:
             return load_from_disk(str(path))
         files = sorted(path.glob("*.parquet")) or sorted(path.glob("data/*.parquet"))
         if not files:
-            raise FileNotFoundError(f"No dataset in {dataset!r}: expected <split>.parquet files or a save_to_disk folder.")
+            raise FileNotFoundError(
+                f"No dataset in {dataset!r}: expected <split>.parquet files or a save_to_disk folder."
+            )
         splits = {}
         for f in files:
             splits.setdefault(f.stem.split("-")[0], []).append(str(f))
@@ -118,7 +159,9 @@ def load_raw(dataset: str) -> DatasetDict:
     try:
         return load_dataset(dataset)
     except Exception as e:  # the Hub client raises several types for "not found" / "offline"
-        raise FileNotFoundError(f"Dataset {dataset!r} is not a local folder and could not be loaded from the Hub: {e}") from e
+        raise FileNotFoundError(
+            f"Dataset {dataset!r} is not a local folder and could not be loaded from the Hub: {e}"
+        ) from e
 
 
 def _sklearn_digits() -> DatasetDict:
@@ -127,7 +170,9 @@ def _sklearn_digits() -> DatasetDict:
 
     digits = load_digits()
     images = (digits.images / 16.0 * 255).round().astype(np.uint8)
-    tr_x, te_x, tr_y, te_y = train_test_split(images, digits.target, test_size=0.2, random_state=0, stratify=digits.target)
+    tr_x, te_x, tr_y, te_y = train_test_split(
+        images, digits.target, test_size=0.2, random_state=0, stratify=digits.target
+    )
     label = ClassLabel(names=[str(d) for d in range(10)])
     split = lambda x, y: Dataset.from_dict({"pixels": x.tolist(), "label": y.tolist()}).cast_column("label", label)  # noqa: E731
     return DatasetDict({"train": split(tr_x, tr_y), "test": split(te_x, te_y)})
@@ -136,12 +181,16 @@ def _sklearn_digits() -> DatasetDict:
 def _pick_column(columns, wanted: str | None, candidates: tuple[str, ...], what: str, split: str) -> str:
     if wanted is not None:
         if wanted not in columns:
-            raise ValueError(f"The {what} column {wanted!r} is not in split {split!r} (columns: {', '.join(columns)}).")
+            raise ValueError(
+                f"The {what} column {wanted!r} is not in split {split!r} (columns: {', '.join(columns)})."
+            )
         return wanted
     for c in candidates:
         if c in columns:
             return c
-    raise ValueError(f"No {what} column in split {split!r}: looked for {', '.join(candidates)} (columns: {', '.join(columns)}).")
+    raise ValueError(
+        f"No {what} column in split {split!r}: looked for {', '.join(candidates)} (columns: {', '.join(columns)})."
+    )
 
 
 def label_names_of(ds: Dataset, label_column: str) -> list[str]:
@@ -153,7 +202,7 @@ def label_names_of(ds: Dataset, label_column: str) -> list[str]:
 
 @dataclass
 class RealData:
-    """Real data ready for the trainer: `train`/`eval` with `labels` and `input_ids`+`attention_mask` or `pixel_values`."""
+    """Real data for the trainer: `train`/`eval` with `labels` and `input_ids`+`attention_mask` or `pixel_values`."""
 
     train: Dataset
     eval: Dataset
@@ -163,30 +212,51 @@ class RealData:
     image_std: list[float] | None = None
 
 
-def load_real_data(data_args: DataArguments, tokenizer=None, image_mean=None, image_std=None, seed: int = 42) -> RealData:
+def load_real_data(
+    data_args: DataArguments, tokenizer=None, image_mean=None, image_std=None, seed: int = 42
+) -> RealData:
     """Load, validate and prepare the train and eval splits; every bad input fails here, before any training."""
     raw = load_raw(data_args.dataset)
     preset = find_preset(data_args.dataset, data_args.preset)
     if data_args.train_split not in raw:
-        raise ValueError(f"Split {data_args.train_split!r} is not in {data_args.dataset!r} (splits: {', '.join(raw)}).")
+        raise ValueError(
+            f"Split {data_args.train_split!r} is not in {data_args.dataset!r} (splits: {', '.join(raw)})."
+        )
     eval_split = data_args.eval_split or next((s for s in ("test", "validation") if s in raw), None)
     if eval_split not in raw:
-        raise ValueError(f"Evaluation split {eval_split!r} is not in {data_args.dataset!r} (splits: {', '.join(raw)}).")
+        raise ValueError(
+            f"Evaluation split {eval_split!r} is not in {data_args.dataset!r} (splits: {', '.join(raw)})."
+        )
     train, evaluation = raw[data_args.train_split], raw[eval_split]
     columns = train.column_names
     label_col = _pick_column(
-        columns, data_args.label_column, ((preset.label_column,) if preset else ()) + ("label", "labels"), "label", data_args.train_split
+        columns,
+        data_args.label_column,
+        ((preset.label_column,) if preset else ()) + ("label", "labels"),
+        "label",
+        data_args.train_split,
     )
     if "pixels" in columns:  # the embedded digits
         modality, inputs = "image", ["pixels"]
     elif data_args.image_column or (preset and preset.modality == "image") or "image" in columns or "img" in columns:
         modality = "image"
-        inputs = [_pick_column(columns, data_args.image_column, (preset.input_columns if preset else ()) + ("image", "img"), "image", data_args.train_split)]
+        inputs = [
+            _pick_column(
+                columns,
+                data_args.image_column,
+                (preset.input_columns if preset else ()) + ("image", "img"),
+                "image",
+                data_args.train_split,
+            )
+        ]
     else:
         modality = "text"
         wanted = [c for c in (preset.input_columns if preset else ()) if c in columns]
         inputs = [data_args.text_column] if data_args.text_column else wanted
-        inputs = [_pick_column(columns, c, ("text", "sentence", "content"), "text", data_args.train_split) for c in (inputs or [None])]
+        inputs = [
+            _pick_column(columns, c, ("text", "sentence", "content"), "text", data_args.train_split)
+            for c in (inputs or [None])
+        ]
     for c in inputs + [label_col]:
         if c not in evaluation.column_names:
             raise ValueError(f"Column {c!r} is in split {data_args.train_split!r} but not in {eval_split!r}.")
@@ -199,7 +269,9 @@ def load_real_data(data_args: DataArguments, tokenizer=None, image_mean=None, im
 
     if modality == "text":
         if tokenizer is None:
-            raise ValueError(f"{data_args.dataset!r} is a text dataset: an embedding model (--embedding_model) is needed.")
+            raise ValueError(
+                f"{data_args.dataset!r} is a text dataset: an embedding model (--embedding_model) is needed."
+            )
         prepare = lambda ds: tokenize(ds, tokenizer, inputs, label_col, label_names, data_args.max_length)  # noqa: E731
         return RealData(prepare(train), prepare(evaluation), label_names, "text")
     train_x = images_to_array(train[inputs[0]])
@@ -208,8 +280,12 @@ def load_real_data(data_args: DataArguments, tokenizer=None, image_mean=None, im
         image_std = train_x.std(axis=(0, 2, 3)).tolist()
     prepare = lambda ds, x: pixel_dataset(x, ds[label_col], label_names, image_mean, image_std)  # noqa: E731
     return RealData(
-        prepare(train, train_x), prepare(evaluation, images_to_array(evaluation[inputs[0]])), label_names, "image",
-        list(image_mean), list(image_std),
+        prepare(train, train_x),
+        prepare(evaluation, images_to_array(evaluation[inputs[0]])),
+        label_names,
+        "image",
+        list(image_mean),
+        list(image_std),
     )
 
 
@@ -220,13 +296,19 @@ def _label_ids(values, label_names) -> list[int]:
     return list(values)
 
 
-def tokenize(ds: Dataset, tokenizer, text_columns: list[str], label_column: str, label_names, max_length: int) -> Dataset:
+def tokenize(
+    ds: Dataset, tokenizer, text_columns: list[str], label_column: str, label_names, max_length: int
+) -> Dataset:
     """Token ids, attention masks and integer `labels`, padded to `max_length`, in torch format."""
 
     def encode(batch):
         texts = [" ".join(str(t) for t in parts) for parts in zip(*(batch[c] for c in text_columns))]
         enc = tokenizer(texts, max_length=max_length, padding="max_length", truncation=True)
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": _label_ids(batch[label_column], label_names)}
+        return {
+            "input_ids": enc["input_ids"],
+            "attention_mask": enc["attention_mask"],
+            "labels": _label_ids(batch[label_column], label_names),
+        }
 
     out = ds.map(encode, batched=True, remove_columns=ds.column_names, desc="Tokenizing")
     return out.cast_column("labels", ClassLabel(names=label_names)).with_format("torch")
@@ -241,8 +323,12 @@ def images_to_array(images) -> np.ndarray:
 def pixel_dataset(pixels: np.ndarray, labels, label_names, mean, std) -> Dataset:
     """Normalised `pixel_values` and integer `labels` in torch format."""
     x = (pixels - np.array(mean, dtype=np.float32)[:, None, None]) / np.array(std, dtype=np.float32)[:, None, None]
-    features = Features({"pixel_values": Array3D(shape=x.shape[1:], dtype="float32"), "labels": ClassLabel(names=label_names)})
-    return Dataset.from_dict({"pixel_values": x, "labels": _label_ids(list(labels), label_names)}, features=features).with_format("torch")
+    features = Features(
+        {"pixel_values": Array3D(shape=x.shape[1:], dtype="float32"), "labels": ClassLabel(names=label_names)}
+    )
+    return Dataset.from_dict(
+        {"pixel_values": x, "labels": _label_ids(list(labels), label_names)}, features=features
+    ).with_format("torch")
 
 
 def load_input_embeddings(name: str) -> tuple[torch.Tensor, object]:

@@ -111,7 +111,12 @@ class ConvNet(_Learner):
         blocks, channels = [], config.num_channels
         for _ in range(depth):
             # GroupNorm with one group per channel is the instance norm DC uses (affine, no running stats).
-            blocks += [nn.Conv2d(channels, width, 3, padding=1), nn.GroupNorm(width, width), nn.ReLU(), nn.AvgPool2d(2)]
+            blocks += [
+                nn.Conv2d(channels, width, 3, padding=1),
+                nn.GroupNorm(width, width),
+                nn.ReLU(),
+                nn.AvgPool2d(2),
+            ]
             channels = width
         self.features = nn.Sequential(*blocks)
         side = config.image_size // 2**depth
@@ -130,15 +135,19 @@ class TextCNN(_Learner):
     def __init__(self, config: LearnerConfig):
         super().__init__(config)
         width = config.width or 100
+        # Token embeddings of pretrained models are small (std ~0.05 for MiniLM); normalising each position makes
+        # the inner-loop step sizes independent of the embedding model's scale.
+        self.norm = nn.LayerNorm(config.hidden_size)
         self.convs = nn.ModuleList(nn.Conv1d(config.hidden_size, width, k) for k in config.kernel_sizes)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(width * len(config.kernel_sizes), config.num_labels)
         self.post_init()
 
     def forward(self, inputs_embeds, attention_mask=None, labels=None, **kwargs):
+        x = self.norm(inputs_embeds)
         if attention_mask is not None:
-            inputs_embeds = inputs_embeds * attention_mask.unsqueeze(-1).to(inputs_embeds.dtype)
-        x = inputs_embeds.transpose(1, 2)  # [B, D, L]
+            x = x * attention_mask.unsqueeze(-1).to(x.dtype)
+        x = x.transpose(1, 2)  # [B, D, L]
         pooled = [F.relu(conv(x)).amax(dim=-1) for conv in self.convs]
         return self._output(self.classifier(self.dropout(torch.cat(pooled, dim=-1))), labels)
 
@@ -151,6 +160,7 @@ class TextLSTM(_Learner):
     def __init__(self, config: LearnerConfig):
         super().__init__(config)
         width = config.width or 128
+        self.norm = nn.LayerNorm(config.hidden_size)  # as in TextCNN: independent of the embedding scale
         self.lstm = nn.LSTM(config.hidden_size, width, batch_first=True, bidirectional=True)
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(2 * width, config.num_labels)
@@ -159,7 +169,7 @@ class TextLSTM(_Learner):
     def forward(self, inputs_embeds, attention_mask=None, labels=None, **kwargs):
         # cuDNN's LSTM has no double backward, which the unrolled inner loop needs.
         with torch.backends.cudnn.flags(enabled=False):
-            hidden, _ = self.lstm(inputs_embeds)
+            hidden, _ = self.lstm(self.norm(inputs_embeds))
         if attention_mask is None:
             pooled = hidden.mean(1)
         else:

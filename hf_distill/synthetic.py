@@ -36,13 +36,22 @@ class SyntheticSet(nn.Module):
     `Trainer` for free. `forward()` takes no real data; it returns the current synthetic tensors.
     """
 
-    def __init__(self, inputs, label_logits, num_steps, step_size_init, attention_mask=None, learn_labels=True,
-                 learn_step_sizes=True):
+    def __init__(
+        self,
+        inputs,
+        label_logits,
+        num_steps,
+        step_size_init,
+        attention_mask=None,
+        learn_labels=True,
+        learn_step_sizes=True,
+    ):
         super().__init__()
         self.inputs = nn.Parameter(inputs.clone())
         self.label_logits = nn.Parameter(label_logits.clone(), requires_grad=learn_labels)
-        self.log_step_sizes = nn.Parameter(torch.full((num_steps,), math.log(step_size_init)),
-                                           requires_grad=learn_step_sizes)
+        self.log_step_sizes = nn.Parameter(
+            torch.full((num_steps,), math.log(step_size_init)), requires_grad=learn_step_sizes
+        )
         self.register_buffer("attention_mask", attention_mask)
 
     def forward(self):
@@ -96,7 +105,9 @@ class DistilledDataset:
             features["preview"] = Value("string")
         else:
             columns["pixel_values"] = self.inputs.float().numpy()
-            columns["image"] = [to_pil(x, self.metadata.get("image_mean"), self.metadata.get("image_std")) for x in self.inputs]
+            columns["image"] = [
+                to_pil(x, self.metadata.get("image_mean"), self.metadata.get("image_std")) for x in self.inputs
+            ]
             features["pixel_values"] = Array3D(shape=tuple(self.inputs.shape[1:]), dtype="float32")
             features["image"] = Image()
         return Dataset.from_dict(columns, features=Features(features))
@@ -122,7 +133,10 @@ class DistilledDataset:
         if self.modality == "image":
             image_grid(self).save(path / "preview.png")
         else:
-            lines = [f"{i} [{self.label_names[y]}]: {p}" for i, (y, p) in enumerate(zip(self.labels.tolist(), self.previews or []))]
+            lines = [
+                f"{i} [{self.label_names[y]}]: {p}"
+                for i, (y, p) in enumerate(zip(self.labels.tolist(), self.previews or []))
+            ]
             (path / "preview.txt").write_text("\n".join(lines) + "\n")
 
     @classmethod
@@ -170,7 +184,9 @@ def to_pil(pixels: torch.Tensor, mean=None, std=None) -> PILImage.Image:
 
 def image_grid(distilled: DistilledDataset, scale: int = 4) -> PILImage.Image:
     """All synthetic images in a grid, one row per class when every class has the same count."""
-    images = [to_pil(x, distilled.metadata.get("image_mean"), distilled.metadata.get("image_std")) for x in distilled.inputs]
+    images = [
+        to_pil(x, distilled.metadata.get("image_mean"), distilled.metadata.get("image_std")) for x in distilled.inputs
+    ]
     n, k = len(images), len(distilled.label_names)
     cols = n // k if n % k == 0 and n > k else min(n, 10)
     rows = math.ceil(n / cols)
@@ -178,7 +194,10 @@ def image_grid(distilled: DistilledDataset, scale: int = 4) -> PILImage.Image:
     w, h = images[0].width * scale, images[0].height * scale
     grid = PILImage.new("RGB", (cols * (w + 2), rows * (h + 2)), "white")
     for slot, i in enumerate(order):
-        grid.paste(images[i].convert("RGB").resize((w, h), PILImage.NEAREST), ((slot % cols) * (w + 2), (slot // cols) * (h + 2)))
+        grid.paste(
+            images[i].convert("RGB").resize((w, h), PILImage.NEAREST),
+            ((slot % cols) * (w + 2), (slot // cols) * (h + 2)),
+        )
     return grid
 
 

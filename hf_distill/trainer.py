@@ -42,9 +42,18 @@ class DistillationTrainer(Trainer):
     _tag_names = ["hf_distill", "dataset-distillation"]
     _paper = {"title": "Soft-Label Dataset Distillation and Text Dataset Distillation", "id": "1910.02551"}
 
-    def __init__(self, args: DistillationConfig | None = None, train_dataset=None, eval_dataset=None, learner=None,
-                 processing_class=None, compute_metrics=None, callbacks=None, source_dataset: str | None = None,
-                 embedding_matrix: torch.Tensor | None = None):
+    def __init__(
+        self,
+        args: DistillationConfig | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        learner=None,
+        processing_class=None,
+        compute_metrics=None,
+        callbacks=None,
+        source_dataset: str | None = None,
+        embedding_matrix: torch.Tensor | None = None,
+    ):
         # Args
         args = args if args is not None else DistillationConfig()
         if train_dataset is None:
@@ -58,7 +67,10 @@ class DistillationTrainer(Trainer):
         elif "input_ids" in columns and "attention_mask" in columns:
             self.modality = "text"
         else:
-            raise ValueError(f"train_dataset needs 'pixel_values' or 'input_ids' + 'attention_mask' (columns: {', '.join(columns)}).")
+            raise ValueError(
+                "train_dataset needs 'pixel_values' or 'input_ids' + 'attention_mask' "
+                f"(columns: {', '.join(columns)})."
+            )
         self.class_names = label_names_of(train_dataset, self.label_column)
         num_labels = len(self.class_names)
         self.source_dataset = source_dataset
@@ -68,25 +80,43 @@ class DistillationTrainer(Trainer):
         if self.modality == "text":
             if embedding_matrix is None:
                 if args.embedding_model is None:
-                    raise ValueError("Text data needs args.embedding_model (the model whose input embeddings are used).")
+                    raise ValueError(
+                        "Text data needs args.embedding_model (the model whose input embeddings are used)."
+                    )
                 embedding_matrix, tokenizer = load_input_embeddings(args.embedding_model)
                 processing_class = processing_class or tokenizer
             self.embedding_matrix = embedding_matrix
         example = train_dataset[0]
         if learner is None:
             name = args.learner or self._default_learner(example)
-            shape = {"hidden_size": embedding_matrix.shape[1]} if self.modality == "text" else {
-                "num_channels": example["pixel_values"].shape[0], "image_size": example["pixel_values"].shape[-1]}
+            shape = (
+                {"hidden_size": embedding_matrix.shape[1]}
+                if self.modality == "text"
+                else {
+                    "num_channels": example["pixel_values"].shape[0],
+                    "image_size": example["pixel_values"].shape[-1],
+                }
+            )
             learner = build_learner(name, num_labels, **shape)
         if learner.config.num_labels != num_labels:
-            raise ValueError(f"The learner has {learner.config.num_labels} labels but the data has {num_labels} ({', '.join(self.class_names)}).")
+            raise ValueError(
+                f"The learner has {learner.config.num_labels} labels but the data has {num_labels} "
+                f"({', '.join(self.class_names)})."
+            )
         self.learner = learner.eval().requires_grad_(False)  # its weights are passed functionally; eval: no dropout
         self.fixed_init = self._learner_init(args.seed) if args.learner_init == "fixed" else None
         synthetic = self._init_synthetic(args, train_dataset, num_labels)
 
-        super().__init__(model=synthetic, args=args, data_collator=default_data_collator, train_dataset=train_dataset,
-                         eval_dataset=eval_dataset, processing_class=processing_class,
-                         compute_metrics=compute_metrics or accuracy, callbacks=callbacks)
+        super().__init__(
+            model=synthetic,
+            args=args,
+            data_collator=default_data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            compute_metrics=compute_metrics or accuracy,
+            callbacks=callbacks,
+        )
         self.learner.to(self.args.device)
         if self.embedding_matrix is not None:
             self.embedding_matrix = self.embedding_matrix.to(self.args.device)
@@ -129,8 +159,9 @@ class DistillationTrainer(Trainer):
             scale = self.embedding_matrix.std() if self.modality == "text" else 1.0
             inputs = torch.randn(inputs.shape, generator=gen) * scale
         mask = None if mask is None else torch.ones_like(mask)  # every synthetic position is learned and attended
-        return SyntheticSet(inputs, labels, args.total_inner_steps, args.step_size_init, mask, args.learn_labels,
-                            args.learn_step_sizes)
+        return SyntheticSet(
+            inputs, labels, args.total_inner_steps, args.step_size_init, mask, args.learn_labels, args.learn_step_sizes
+        )
 
     def _real_inputs(self, batch, device=None):
         """A collated real batch -> (inputs, attention_mask, labels); text ids go through the frozen embeddings."""
@@ -151,8 +182,15 @@ class DistillationTrainer(Trainer):
         num_steps = len(step_sizes)
         if self.args.random_truncation:  # RaT-BPTT: a random unroll length, back-propagated through its last steps
             num_steps = random.Random(seed).randint(self.args.backprop_steps, num_steps)
-        params = unroll(self.learner, params, x_syn, mask_syn, soft_labels, step_sizes[:num_steps],
-                        backprop_steps=self.args.backprop_steps)
+        params = unroll(
+            self.learner,
+            params,
+            x_syn,
+            mask_syn,
+            soft_labels,
+            step_sizes[:num_steps],
+            backprop_steps=self.args.backprop_steps,
+        )
         loss = F.cross_entropy(learner_logits(self.learner, params, x, mask), y)
         if not torch.isfinite(loss):
             raise DistillationDivergedError(
@@ -183,8 +221,9 @@ class DistillationTrainer(Trainer):
         super().log(logs, start_time)
 
     def _eval_batches(self, eval_dataset):
-        loader = DataLoader(eval_dataset, batch_size=self.args.per_device_eval_batch_size * 32,
-                            collate_fn=default_data_collator)
+        loader = DataLoader(
+            eval_dataset, batch_size=self.args.per_device_eval_batch_size * 32, collate_fn=default_data_collator
+        )
         for batch in loader:
             yield self._real_inputs(batch)
 
@@ -203,14 +242,27 @@ class DistillationTrainer(Trainer):
         for i in range(args.num_eval_models):
             init = self.fixed_init if self.fixed_init is not None else self._learner_init(args.seed + 100_003 + i)
             init = {k: v.to(device) for k, v in init.items()}
-            params = train_on_set(self.learner, init, x, mask, y, step_sizes=steps, steps=args.eval_train_steps, lr=args.eval_learning_rate)
+            params = train_on_set(
+                self.learner,
+                init,
+                x,
+                mask,
+                y,
+                step_sizes=steps,
+                steps=args.eval_train_steps,
+                lr=args.eval_learning_rate,
+            )
             runs.append(self.compute_metrics(predict(self.learner, params, self._eval_batches(eval_dataset))))
             if args.eval_baseline:  # a random real subset with the same number of examples per class, hard labels
                 rng = np.random.default_rng(args.seed + i)
                 picks = [int(rng.choice(np.flatnonzero(real_labels == c))) for c in distilled.labels.tolist()]
                 bx, bmask, by = self._real_inputs(default_data_collator([self.train_dataset[j] for j in picks]))
-                params = train_on_set(self.learner, init, bx, bmask, by, steps=args.eval_train_steps, lr=args.eval_learning_rate)
-                baseline_runs.append(self.compute_metrics(predict(self.learner, params, self._eval_batches(eval_dataset))))
+                params = train_on_set(
+                    self.learner, init, bx, bmask, by, steps=args.eval_train_steps, lr=args.eval_learning_rate
+                )
+                baseline_runs.append(
+                    self.compute_metrics(predict(self.learner, params, self._eval_batches(eval_dataset)))
+                )
         metrics = summarize(runs, metric_key_prefix)
         if baseline_runs:
             metrics.update(summarize(baseline_runs, f"{metric_key_prefix}_baseline"))
@@ -228,8 +280,13 @@ class DistillationTrainer(Trainer):
         if self.modality == "text" and self.processing_class is not None:
             previews = nearest_tokens(inputs, self.embedding_matrix, self.processing_class)
         return DistilledDataset(
-            inputs=inputs, soft_labels=soft_labels, label_names=self.class_names, step_sizes=step_sizes,
-            attention_mask=mask, previews=previews, learner_init=self.fixed_init,
+            inputs=inputs,
+            soft_labels=soft_labels,
+            label_names=self.class_names,
+            step_sizes=step_sizes,
+            attention_mask=mask,
+            previews=previews,
+            learner_init=self.fixed_init,
             metadata={
                 "source_dataset": self.source_dataset,
                 "learner": type(self.learner).__name__,
@@ -252,5 +309,7 @@ class DistillationTrainer(Trainer):
             return
         os.makedirs(output_dir, exist_ok=True)
         state = state_dict if state_dict is not None else self.accelerator.unwrap_model(self.model).state_dict()
-        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, os.path.join(output_dir, "model.safetensors"))
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in state.items()}, os.path.join(output_dir, "model.safetensors")
+        )
         self.distilled_dataset().save(output_dir)

@@ -19,14 +19,24 @@ FILLER = "the a movie film plot it was and very quite".split()
 
 def quick_config(tmp_path, **kwargs) -> DistillationConfig:
     """A config for seconds-long runs: few steps, no progress bars, no checkpoints unless asked."""
-    defaults = dict(output_dir=str(tmp_path / "out"), max_steps=5, inner_steps=3, inner_epochs=1, num_eval_models=2,
-                    per_device_train_batch_size=32, eval_train_steps=20, disable_tqdm=True, save_strategy="no",
-                    logging_steps=100, report_to="none")
+    defaults = dict(
+        output_dir=str(tmp_path / "out"),
+        max_steps=5,
+        inner_steps=3,
+        inner_epochs=1,
+        num_eval_models=2,
+        per_device_train_batch_size=32,
+        eval_train_steps=20,
+        disable_tqdm=True,
+        save_strategy="no",
+        logging_steps=100,
+        report_to="none",
+    )
     return DistillationConfig(**{**defaults, **kwargs})
 
 
 def toy_images(n_per_class=100, num_classes=4, noise=2.5, seed=0):
-    """Noisy copies of one template per class (a bright quadrant): one sample is a poor prototype, the mean a good one."""
+    """Noisy copies of one template per class (a bright quadrant): one sample is a poor prototype, the mean a good."""
     templates = -np.ones((num_classes, 1, 8, 8))
     for c in range(num_classes):
         templates[c, 0, 4 * (c // 2) : 4 * (c // 2) + 4, 4 * (c % 2) : 4 * (c % 2) + 4] = 1.0
@@ -39,8 +49,10 @@ def toy_images(n_per_class=100, num_classes=4, noise=2.5, seed=0):
 @pytest.fixture
 def image_data():
     names = [f"class_{i}" for i in range(4)]
-    return (pixel_dataset(*toy_images(seed=0), names, [0.0], [1.0]),
-            pixel_dataset(*toy_images(n_per_class=50, seed=1), names, [0.0], [1.0]))
+    return (
+        pixel_dataset(*toy_images(seed=0), names, [0.0], [1.0]),
+        pixel_dataset(*toy_images(n_per_class=50, seed=1), names, [0.0], [1.0]),
+    )
 
 
 def _sentences(n, seed):
@@ -62,8 +74,14 @@ def tiny_embedding_model(tmp_path_factory) -> str:
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + FILLER + POSITIVE + NEGATIVE
     (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
     tokenizer = BertTokenizerFast(vocab_file=str(path / "vocab.txt"))
-    config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+    )
     BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
@@ -76,7 +94,9 @@ def text_dataset_dir(tmp_path_factory) -> str:
     label = ClassLabel(names=["neg", "pos"])
     for split, n, seed in (("train", 200, 0), ("test", 100, 1)):
         texts, labels = _sentences(n, seed)
-        Dataset.from_dict({"text": texts, "label": labels}).cast_column("label", label).to_parquet(str(path / f"{split}.parquet"))
+        Dataset.from_dict({"text": texts, "label": labels}).cast_column("label", label).to_parquet(
+            str(path / f"{split}.parquet")
+        )
     return str(path)
 
 

@@ -7,13 +7,30 @@ import yaml
 from hf_distill import DistilledDataset
 from hf_distill.cli import main, parse_args
 
-QUICK = ["--max_steps", "3", "--inner_steps", "2", "--inner_epochs", "1", "--num_eval_models", "2",
-         "--eval_train_steps", "5", "--disable_tqdm", "true", "--save_strategy", "no"]
+QUICK = [
+    "--max_steps",
+    "3",
+    "--inner_steps",
+    "2",
+    "--inner_epochs",
+    "1",
+    "--num_eval_models",
+    "2",
+    "--eval_train_steps",
+    "5",
+    "--disable_tqdm",
+    "true",
+    "--save_strategy",
+    "no",
+]
 
 
 def test_distill_writes_set_and_eval_results(tmp_path, image_dataset_dir, capsys):
     out = tmp_path / "out"
-    assert main(["distill", "--dataset", image_dataset_dir, "--output_dir", str(out), "--learner", "convnet", *QUICK]) == 0
+    assert (
+        main(["distill", "--dataset", image_dataset_dir, "--output_dir", str(out), "--learner", "convnet", *QUICK])
+        == 0
+    )
     results = json.loads((out / "eval_results.json").read_text())
     assert {"eval_accuracy", "eval_accuracy_std", "eval_num_models", "eval_baseline_accuracy"} <= results.keys()
     assert results["eval_num_models"] == 2
@@ -24,8 +41,20 @@ def test_distill_writes_set_and_eval_results(tmp_path, image_dataset_dir, capsys
 
 def test_text_distill_from_the_cli(tmp_path, text_dataset_dir, tiny_embedding_model):
     out = tmp_path / "out"
-    argv = ["distill", "--dataset", text_dataset_dir, "--embedding_model", tiny_embedding_model, "--max_length", "8",
-            "--learner", "textcnn", "--output_dir", str(out), *QUICK]
+    argv = [
+        "distill",
+        "--dataset",
+        text_dataset_dir,
+        "--embedding_model",
+        tiny_embedding_model,
+        "--max_length",
+        "8",
+        "--learner",
+        "textcnn",
+        "--output_dir",
+        str(out),
+        *QUICK,
+    ]
     assert main(argv) == 0
     assert DistilledDataset.load(out).inputs.shape == (2, 8, 16)
 
@@ -70,8 +99,20 @@ def test_bad_input_is_one_line_and_leaves_output_dir_alone(tmp_path, capsys, fla
 
 
 def test_embedding_model_errors(tmp_path, capsys, text_dataset_dir):
-    assert main(["distill", "--dataset", text_dataset_dir, "--embedding_model", str(tmp_path / "nope"),
-                 "--output_dir", str(tmp_path / "o")]) == 1
+    assert (
+        main(
+            [
+                "distill",
+                "--dataset",
+                text_dataset_dir,
+                "--embedding_model",
+                str(tmp_path / "nope"),
+                "--output_dir",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 1
+    )
     assert "Embedding model path" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -82,10 +123,31 @@ def test_embedding_model_without_input_embeddings(tmp_path, capsys, text_dataset
     from transformers import ViTConfig, ViTModel
 
     path = tmp_path / "vit"
-    ViTModel(ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                       image_size=8, patch_size=4)).save_pretrained(path)
+    ViTModel(
+        ViTConfig(
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            image_size=8,
+            patch_size=4,
+        )
+    ).save_pretrained(path)
     for src in Path(tiny_embedding_model).iterdir():  # a tokenizer, but a model without token embeddings
         if src.name not in ("config.json", "model.safetensors"):
             shutil.copy(src, path / src.name)
-    assert main(["distill", "--dataset", text_dataset_dir, "--embedding_model", str(path), "--output_dir", str(tmp_path / "o")]) == 1
+    assert (
+        main(
+            [
+                "distill",
+                "--dataset",
+                text_dataset_dir,
+                "--embedding_model",
+                str(path),
+                "--output_dir",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 1
+    )
     assert "has no input-embedding matrix" in capsys.readouterr().err

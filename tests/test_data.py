@@ -30,7 +30,9 @@ def test_image_folder_from_save_to_disk(image_dataset_dir):
 
 def test_text_folder_of_parquet_files(tiny_embedding_model, text_dataset_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_embedding_model)
-    data = load_real_data(DataArguments(dataset=text_dataset_dir, max_length=10, eval_max_samples=30), tokenizer=tokenizer)
+    data = load_real_data(
+        DataArguments(dataset=text_dataset_dir, max_length=10, eval_max_samples=30), tokenizer=tokenizer
+    )
     assert data.modality == "text" and data.label_names == ["neg", "pos"]
     assert data.train[0]["input_ids"].shape == (10,) and len(data.eval) == 30
 
@@ -65,7 +67,9 @@ def test_empty_folder_is_not_a_dataset(tmp_path):
 def test_real_sst2_loads_with_its_preset():
     path = shared_data("sst2")
     model = shared_data("../models/all-MiniLM-L6-v2")
-    data = load_real_data(DataArguments(dataset=path, max_length=32, max_train_samples=64, eval_max_samples=64),
-                          tokenizer=AutoTokenizer.from_pretrained(model))
+    data = load_real_data(
+        DataArguments(dataset=path, max_length=32, max_train_samples=64, eval_max_samples=64),
+        tokenizer=AutoTokenizer.from_pretrained(model),
+    )
     assert len(data.train) == 64 and data.eval[0]["input_ids"].shape == (32,)
     assert data.label_names == ["negative", "positive"] or len(data.label_names) == 2

@@ -13,7 +13,11 @@ from hf_distill import LearnerConfig, LeNet, TextCNN, build_learner
         ("lenet", {"image_size": 32, "num_channels": 3}, {"pixel_values": torch.randn(2, 3, 32, 32)}),
         ("convnet", {"image_size": 32, "num_channels": 3, "width": 8}, {"pixel_values": torch.randn(2, 3, 32, 32)}),
         ("textcnn", {"hidden_size": 16}, {"inputs_embeds": torch.randn(2, 9, 16), "attention_mask": torch.ones(2, 9)}),
-        ("textlstm", {"hidden_size": 16, "width": 8}, {"inputs_embeds": torch.randn(2, 9, 16), "attention_mask": torch.ones(2, 9)}),
+        (
+            "textlstm",
+            {"hidden_size": 16, "width": 8},
+            {"inputs_embeds": torch.randn(2, 9, 16), "attention_mask": torch.ones(2, 9)},
+        ),
     ],
 )
 def test_learners_classify_and_round_trip(tmp_path, name, kwargs, inputs):
@@ -34,13 +38,22 @@ def test_unknown_learner_and_too_small_lenet():
 
 def test_plain_trainer_trains_a_learner_on_soft_labels(tmp_path):
     torch.manual_seed(0)
-    data = Dataset.from_dict({
-        "inputs_embeds": torch.randn(8, 6, 16).tolist(), "attention_mask": [[1] * 6] * 8,
-        "labels": torch.softmax(torch.randn(8, 2), -1).tolist(),
-    }).with_format("torch")
+    data = Dataset.from_dict(
+        {
+            "inputs_embeds": torch.randn(8, 6, 16).tolist(),
+            "attention_mask": [[1] * 6] * 8,
+            "labels": torch.softmax(torch.randn(8, 2), -1).tolist(),
+        }
+    ).with_format("torch")
     model = TextCNN(LearnerConfig(num_labels=2, hidden_size=16, width=4))
     before = model.classifier.weight.detach().clone()
-    args = TrainingArguments(output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=4, report_to="none",
-                             save_strategy="no", disable_tqdm=True)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=3,
+        per_device_train_batch_size=4,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+    )
     Trainer(model=model, args=args, train_dataset=data).train()
     assert not torch.equal(before, model.classifier.weight.detach())

@@ -11,8 +11,11 @@ from hf_distill.synthetic import META_FILE, initial_label_logits
 def image_set():
     g = torch.Generator().manual_seed(0)
     return DistilledDataset(
-        inputs=torch.randn(6, 1, 8, 8, generator=g), soft_labels=torch.softmax(torch.randn(6, 3, generator=g), -1),
-        label_names=["a", "b", "c"], step_sizes=torch.rand(4, generator=g), learner_init={"w": torch.randn(3, 2, generator=g)},
+        inputs=torch.randn(6, 1, 8, 8, generator=g),
+        soft_labels=torch.softmax(torch.randn(6, 3, generator=g), -1),
+        label_names=["a", "b", "c"],
+        step_sizes=torch.rand(4, generator=g),
+        learner_init={"w": torch.randn(3, 2, generator=g)},
         metadata={"image_mean": [0.5], "image_std": [0.25], "learner": "ConvNet"},
     )
 
@@ -20,9 +23,13 @@ def image_set():
 def text_set():
     g = torch.Generator().manual_seed(1)
     return DistilledDataset(
-        inputs=torch.randn(4, 5, 7, generator=g), soft_labels=torch.softmax(torch.randn(4, 2, generator=g), -1),
-        label_names=["neg", "pos"], step_sizes=torch.rand(3, generator=g), attention_mask=torch.ones(4, 5, dtype=torch.long),
-        previews=["a b c d e"] * 4, metadata={"embedding_model": "tiny"},
+        inputs=torch.randn(4, 5, 7, generator=g),
+        soft_labels=torch.softmax(torch.randn(4, 2, generator=g), -1),
+        label_names=["neg", "pos"],
+        step_sizes=torch.rand(3, generator=g),
+        attention_mask=torch.ones(4, 5, dtype=torch.long),
+        previews=["a b c d e"] * 4,
+        metadata={"embedding_model": "tiny"},
     )
 
 
@@ -51,7 +58,10 @@ def test_saved_set_is_a_plain_dataset_with_previews(tmp_path):
     assert (tmp_path / "images" / "preview.png").is_file()
     text = load_dataset(str(tmp_path / "text"), split="train")
     assert text.column_names == ["soft_label", "label", "inputs_embeds", "attention_mask", "preview"]
-    assert "[pos]" in (tmp_path / "text" / "preview.txt").read_text() or "[neg]" in (tmp_path / "text" / "preview.txt").read_text()
+    assert (
+        "[pos]" in (tmp_path / "text" / "preview.txt").read_text()
+        or "[neg]" in (tmp_path / "text" / "preview.txt").read_text()
+    )
 
 
 def test_load_errors_name_the_problem(tmp_path):

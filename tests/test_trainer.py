@@ -15,7 +15,9 @@ def small_convnet(num_labels=4):
 
 def test_synthetic_set_changes_during_training(tmp_path, image_data):
     train, test = image_data
-    trainer = DistillationTrainer(args=quick_config(tmp_path), train_dataset=train, eval_dataset=test, learner=small_convnet())
+    trainer = DistillationTrainer(
+        args=quick_config(tmp_path), train_dataset=train, eval_dataset=test, learner=small_convnet()
+    )
     before = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
     trainer.train()
     for name, value in trainer.model.named_parameters():
@@ -24,8 +26,16 @@ def test_synthetic_set_changes_during_training(tmp_path, image_data):
 
 def test_distilled_set_beats_random_real_subset(tmp_path, image_data):
     train, test = image_data
-    args = quick_config(tmp_path, max_steps=100, inner_steps=10, num_eval_models=3, eval_train_steps=100,
-                        learning_rate=0.05, step_size_init=0.3, synthetic_init="noise")
+    args = quick_config(
+        tmp_path,
+        max_steps=100,
+        inner_steps=10,
+        num_eval_models=3,
+        eval_train_steps=100,
+        learning_rate=0.05,
+        step_size_init=0.3,
+        synthetic_init="noise",
+    )
     trainer = DistillationTrainer(args=args, train_dataset=train, eval_dataset=test, learner=small_convnet())
     trainer.train()
     metrics = trainer.evaluate()
@@ -35,8 +45,12 @@ def test_distilled_set_beats_random_real_subset(tmp_path, image_data):
 
 def test_fixed_init_uses_one_init_and_saves_it(tmp_path, image_data):
     train, test = image_data
-    trainer = DistillationTrainer(args=quick_config(tmp_path, learner_init="fixed"), train_dataset=train,
-                                  eval_dataset=test, learner=small_convnet())
+    trainer = DistillationTrainer(
+        args=quick_config(tmp_path, learner_init="fixed"),
+        train_dataset=train,
+        eval_dataset=test,
+        learner=small_convnet(),
+    )
     trainer.train()
     metrics = trainer.evaluate()
     assert metrics["eval_accuracy_std"] == 0.0  # every eval learner starts from the same init with the same steps
@@ -47,8 +61,9 @@ def test_fixed_init_uses_one_init_and_saves_it(tmp_path, image_data):
 
 def test_fewer_synthetic_examples_than_classes(tmp_path, image_data):
     train, test = image_data
-    trainer = DistillationTrainer(args=quick_config(tmp_path, num_synthetic=2), train_dataset=train, eval_dataset=test,
-                                  learner=small_convnet())
+    trainer = DistillationTrainer(
+        args=quick_config(tmp_path, num_synthetic=2), train_dataset=train, eval_dataset=test, learner=small_convnet()
+    )
     trainer.train()
     distilled = trainer.distilled_dataset()
     assert distilled.inputs.shape == (2, 1, 8, 8) and distilled.soft_labels.shape == (2, 4)
@@ -113,8 +128,10 @@ def test_text_distillation_with_embedding_model(tmp_path, tiny_embedding_model, 
 def test_textlstm_learner_distils(tmp_path, tiny_embedding_model, text_dataset_dir):
     from transformers import AutoTokenizer
 
-    data = load_real_data(DataArguments(dataset=text_dataset_dir, max_length=8),
-                          tokenizer=AutoTokenizer.from_pretrained(tiny_embedding_model))
+    data = load_real_data(
+        DataArguments(dataset=text_dataset_dir, max_length=8),
+        tokenizer=AutoTokenizer.from_pretrained(tiny_embedding_model),
+    )
     args = quick_config(tmp_path, embedding_model=tiny_embedding_model, learner="textlstm", max_steps=2)
     trainer = DistillationTrainer(args=args, train_dataset=data.train, eval_dataset=data.eval)
     before = trainer.model.inputs.detach().clone()

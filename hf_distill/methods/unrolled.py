@@ -8,14 +8,29 @@ from torch.func import functional_call
 from ..learners import soft_cross_entropy
 
 
-def learner_logits(learner, params: dict, inputs: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+def learner_logits(
+    learner, params: dict, inputs: torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """The learner's logits with `params` in place of its own weights."""
-    kwargs = {"pixel_values": inputs} if attention_mask is None else {"inputs_embeds": inputs, "attention_mask": attention_mask}
+    kwargs = (
+        {"pixel_values": inputs}
+        if attention_mask is None
+        else {"inputs_embeds": inputs, "attention_mask": attention_mask}
+    )
     return functional_call(learner, params, args=(), kwargs=kwargs).logits
 
 
-def unroll(learner, params: dict, inputs, attention_mask, soft_labels, step_sizes, *, create_graph: bool = True,
-           backprop_steps: int | None = None) -> dict:
+def unroll(
+    learner,
+    params: dict,
+    inputs,
+    attention_mask,
+    soft_labels,
+    step_sizes,
+    *,
+    create_graph: bool = True,
+    backprop_steps: int | None = None,
+) -> dict:
     """Take one gradient step per entry of `step_sizes` on the whole synthetic set and return the trained params.
 
     With `create_graph`, the result stays differentiable w.r.t. the synthetic tensors and step sizes, through the
@@ -23,12 +38,18 @@ def unroll(learner, params: dict, inputs, attention_mask, soft_labels, step_size
     without a graph, so memory grows with `backprop_steps`, not with the number of steps).
     """
     num_steps = len(step_sizes)
-    first_tracked = num_steps - backprop_steps if (create_graph and backprop_steps) else (0 if create_graph else num_steps)
+    first_tracked = (
+        num_steps - backprop_steps if (create_graph and backprop_steps) else (0 if create_graph else num_steps)
+    )
     for t in range(num_steps):
         tracked = t >= first_tracked
         if not tracked or t == first_tracked:  # a fresh leaf: no graph reaches back before this step
             params = {k: v.detach().requires_grad_() for k, v in params.items()}
-        x, y, lr = (inputs, soft_labels, step_sizes[t]) if tracked else (inputs.detach(), soft_labels.detach(), step_sizes[t].detach())
+        x, y, lr = (
+            (inputs, soft_labels, step_sizes[t])
+            if tracked
+            else (inputs.detach(), soft_labels.detach(), step_sizes[t].detach())
+        )
         with torch.enable_grad():
             loss = soft_cross_entropy(learner_logits(learner, params, x, attention_mask), y)
             grads = torch.autograd.grad(loss, list(params.values()), create_graph=tracked)
