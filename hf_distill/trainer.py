@@ -37,6 +37,8 @@ class DistillationTrainer(Trainer):
         processing_class: the tokenizer of the embedding model (text; loaded from `args.embedding_model` if not given).
         compute_metrics: `EvalPrediction -> dict`, as for `Trainer`; default: offline accuracy.
         source_dataset: name of the real dataset, recorded with the distilled set.
+        embedding_matrix: the frozen `[vocab, hidden]` input embeddings (text), when already loaded; default: loaded
+            from `args.embedding_model`.
     """
 
     _tag_names = ["hf_distill", "dataset-distillation"]

@@ -152,3 +152,19 @@ def test_missing_columns_are_an_error(tmp_path, image_data):
         DistillationTrainer(args=quick_config(tmp_path), train_dataset=train.remove_columns("labels"))
     with pytest.raises(ValueError, match="needs 'pixel_values' or 'input_ids'"):
         DistillationTrainer(args=quick_config(tmp_path), train_dataset=train.remove_columns("pixel_values"))
+
+
+def test_real_mnist_smoke(tmp_path):
+    from conftest import shared_data
+
+    data = load_real_data(DataArguments(dataset=shared_data("mnist"), max_train_samples=1000, eval_max_samples=200))
+    trainer = DistillationTrainer(
+        args=quick_config(tmp_path, learner="lenet", image_mean=data.image_mean, image_std=data.image_std),
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+    )
+    trainer.train()
+    metrics = trainer.evaluate()
+    trainer.save_model()
+    assert trainer.model.inputs.shape == (10, 1, 28, 28) and 0.0 <= metrics["eval_accuracy"] <= 1.0
+    assert (tmp_path / "out" / "preview.png").is_file()
