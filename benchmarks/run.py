@@ -1,7 +1,7 @@
 """Run one named benchmark of hf_distill and append its figures to benchmarks/results.jsonl.
 
     python benchmarks/run.py mnist-fixed            # distillation + evaluation, preset defaults
-    python benchmarks/run.py imdb-full-data         # the ceiling: the same learner trained on all the data
+    python benchmarks/run.py imdb-random-full-data  # the ceiling: the same learner trained on all the data
 
 Each record holds the accuracy figures, wall time, time per outer step, peak memory (max RSS), the device, the
 library versions and the exact command, so docs/benchmarks.md can quote it.
