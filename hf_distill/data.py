@@ -174,7 +174,7 @@ def _sklearn_digits() -> DatasetDict:
         images, digits.target, test_size=0.2, random_state=0, stratify=digits.target
     )
     label = ClassLabel(names=[str(d) for d in range(10)])
-    split = lambda x, y: Dataset.from_dict({"pixels": x.tolist(), "label": y.tolist()}).cast_column("label", label)  # noqa: E731
+    split = lambda x, y: Dataset.from_dict({"pixels": x.tolist(), "label": y.tolist()}).cast_column("label", label)
     return DatasetDict({"train": split(tr_x, tr_y), "test": split(te_x, te_y)})
 
 
@@ -262,6 +262,8 @@ def load_real_data(
             raise ValueError(f"Column {c!r} is in split {data_args.train_split!r} but not in {eval_split!r}.")
 
     label_names = label_names_of(train, label_col)
+    train = encode_labels(train, label_col, label_names, data_args.train_split)
+    evaluation = encode_labels(evaluation, label_col, label_names, eval_split)
     if data_args.max_train_samples:
         train = train.shuffle(seed=seed).select(range(min(data_args.max_train_samples, len(train))))
     if data_args.eval_max_samples:
@@ -272,13 +274,13 @@ def load_real_data(
             raise ValueError(
                 f"{data_args.dataset!r} is a text dataset: an embedding model (--embedding_model) is needed."
             )
-        prepare = lambda ds: tokenize(ds, tokenizer, inputs, label_col, label_names, data_args.max_length)  # noqa: E731
+        prepare = lambda ds: tokenize(ds, tokenizer, inputs, label_col, label_names, data_args.max_length)
         return RealData(prepare(train), prepare(evaluation), label_names, "text")
     train_x = images_to_array(train[inputs[0]])
     if image_mean is None or image_std is None:
         image_mean = train_x.mean(axis=(0, 2, 3)).tolist()
         image_std = train_x.std(axis=(0, 2, 3)).tolist()
-    prepare = lambda ds, x: pixel_dataset(x, ds[label_col], label_names, image_mean, image_std)  # noqa: E731
+    prepare = lambda ds, x: pixel_dataset(x, ds[label_col], label_names, image_mean, image_std)
     return RealData(
         prepare(train, train_x),
         prepare(evaluation, images_to_array(evaluation[inputs[0]])),
@@ -289,11 +291,15 @@ def load_real_data(
     )
 
 
-def _label_ids(values, label_names) -> list[int]:
-    if values and isinstance(values[0], str) or not all(isinstance(v, int) for v in values[:1]):
-        index = {n: i for i, n in enumerate(label_names)}
-        return [index[str(v)] for v in values]
-    return list(values)
+def encode_labels(ds: Dataset, label_column: str, label_names: list[str], split: str) -> Dataset:
+    """Labels that are not a `ClassLabel` (strings, or ints such as 1-5 stars) -> ids into `label_names`."""
+    if isinstance(ds.features[label_column], ClassLabel):
+        return ds
+    index = {name: i for i, name in enumerate(label_names)}
+    unknown = {str(v) for v in ds[label_column]} - index.keys()
+    if unknown:
+        raise ValueError(f"Split {split!r} has labels the train split lacks: {', '.join(sorted(unknown))}.")
+    return ds.map(lambda b: {label_column: [index[str(v)] for v in b[label_column]]}, batched=True)
 
 
 def tokenize(
@@ -307,7 +313,7 @@ def tokenize(
         return {
             "input_ids": enc["input_ids"],
             "attention_mask": enc["attention_mask"],
-            "labels": _label_ids(batch[label_column], label_names),
+            "labels": list(batch[label_column]),
         }
 
     out = ds.map(encode, batched=True, remove_columns=ds.column_names, desc="Tokenizing")
@@ -326,9 +332,7 @@ def pixel_dataset(pixels: np.ndarray, labels, label_names, mean, std) -> Dataset
     features = Features(
         {"pixel_values": Array3D(shape=x.shape[1:], dtype="float32"), "labels": ClassLabel(names=label_names)}
     )
-    return Dataset.from_dict(
-        {"pixel_values": x, "labels": _label_ids(list(labels), label_names)}, features=features
-    ).with_format("torch")
+    return Dataset.from_dict({"pixel_values": x, "labels": list(labels)}, features=features).with_format("torch")
 
 
 def load_input_embeddings(name: str) -> tuple[torch.Tensor, object]:

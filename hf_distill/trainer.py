@@ -74,6 +74,7 @@ class DistillationTrainer(Trainer):
                 f"(columns: {', '.join(columns)})."
             )
         self.class_names = label_names_of(train_dataset, self.label_column)
+        self.train_labels = np.asarray(train_dataset[self.label_column])  # for drawing real examples per class
         num_labels = len(self.class_names)
         self.source_dataset = source_dataset
 
@@ -147,15 +148,7 @@ class DistillationTrainer(Trainer):
     def _init_synthetic(self, args, train_dataset, num_labels) -> SyntheticSet:
         n = args.num_synthetic or args.synthetic_per_class * num_labels
         labels = initial_label_logits(n, num_labels)
-        rng = np.random.default_rng(args.seed)
-        real_labels = np.asarray(train_dataset[self.label_column])
-        picks = []
-        for c in labels.argmax(-1).tolist():
-            pool = np.flatnonzero(real_labels == c)
-            if len(pool) == 0:
-                raise ValueError(f"Class {self.class_names[c]!r} has no example in train_dataset.")
-            picks.append(int(rng.choice(pool)))
-        inputs, mask, _ = self._real_inputs(default_data_collator([train_dataset[i] for i in picks]), device="cpu")
+        inputs, mask, _ = self._real_examples(train_dataset, labels.argmax(-1).tolist(), args.seed, device="cpu")
         if args.synthetic_init == "noise":
             gen = torch.Generator().manual_seed(args.seed)
             scale = self.embedding_matrix.std() if self.modality == "text" else 1.0
@@ -164,6 +157,17 @@ class DistillationTrainer(Trainer):
         return SyntheticSet(
             inputs, labels, args.total_inner_steps, args.step_size_init, mask, args.learn_labels, args.learn_step_sizes
         )
+
+    def _real_examples(self, dataset, classes: list[int], seed: int, device=None):
+        """One random real example of each class in `classes` (repeats allowed), as `_real_inputs` returns them."""
+        rng = np.random.default_rng(seed)
+        picks = []
+        for c in classes:
+            pool = np.flatnonzero(self.train_labels == c)
+            if len(pool) == 0:
+                raise ValueError(f"Class {self.class_names[c]!r} has no example in train_dataset.")
+            picks.append(int(rng.choice(pool)))
+        return self._real_inputs(default_data_collator([dataset[i] for i in picks]), device=device)
 
     def _real_inputs(self, batch, device=None):
         """A collated real batch -> (inputs, attention_mask, labels); text ids go through the frozen embeddings."""
@@ -240,7 +244,6 @@ class DistillationTrainer(Trainer):
         mask = None if distilled.attention_mask is None else distilled.attention_mask.to(device)
         steps = distilled.step_sizes.to(device) if args.eval_protocol == "learned" else None
         runs, baseline_runs = [], []
-        real_labels = np.asarray(self.train_dataset[self.label_column])
         for i in range(args.num_eval_models):
             init = self.fixed_init if self.fixed_init is not None else self._learner_init(args.seed + 100_003 + i)
             init = {k: v.to(device) for k, v in init.items()}
@@ -256,9 +259,7 @@ class DistillationTrainer(Trainer):
             )
             runs.append(self.compute_metrics(predict(self.learner, params, self._eval_batches(eval_dataset))))
             if args.eval_baseline:  # a random real subset with the same number of examples per class, hard labels
-                rng = np.random.default_rng(args.seed + i)
-                picks = [int(rng.choice(np.flatnonzero(real_labels == c))) for c in distilled.labels.tolist()]
-                bx, bmask, by = self._real_inputs(default_data_collator([self.train_dataset[j] for j in picks]))
+                bx, bmask, by = self._real_examples(self.train_dataset, distilled.labels.tolist(), args.seed + i)
                 params = train_on_set(
                     self.learner, init, bx, bmask, by, steps=args.eval_train_steps, lr=args.eval_learning_rate
                 )

@@ -1,6 +1,5 @@
 """Tiny offline data and models: nothing here downloads."""
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -127,4 +126,4 @@ def shared_data(name: str) -> str:
 def _offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")

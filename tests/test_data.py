@@ -73,3 +73,23 @@ def test_real_sst2_loads_with_its_preset():
     )
     assert len(data.train) == 64 and data.eval[0]["input_ids"].shape == (32,)
     assert data.label_names == ["negative", "positive"] or len(data.label_names) == 2
+
+
+def test_plain_integer_and_string_labels_become_ids(tmp_path, image_dataset_dir):
+    from datasets import load_from_disk
+
+    raw = load_from_disk(image_dataset_dir)
+    stars = {"train": [1, 5] * 60, "test": [5, 1] * 60}  # 1-based ints, no ClassLabel: ids must be 0 and 1
+    for split in ("train", "test"):
+        ds = raw[split].remove_columns("label").add_column("stars", stars[split])
+        ds.to_parquet(str(tmp_path / f"{split}.parquet"))
+    data = load_real_data(DataArguments(dataset=str(tmp_path), label_column="stars"))
+    assert data.label_names == ["1", "5"] and sorted(set(data.train[:]["labels"].tolist())) == [0, 1]
+
+    bad = raw["test"].remove_columns("label").add_column("stars", ["1", "3"] * 60)
+    bad.to_parquet(str(tmp_path / "test.parquet"))
+    raw["train"].remove_columns("label").add_column("stars", ["1", "5"] * 60).to_parquet(
+        str(tmp_path / "train.parquet")
+    )
+    with pytest.raises(ValueError, match="Split 'test' has labels the train split lacks: 3"):
+        load_real_data(DataArguments(dataset=str(tmp_path), label_column="stars"))
