@@ -1,15 +1,18 @@
 """`hf-distill distill ...`: distil a dataset from the command line. With no arguments, a small offline demo."""
 
+import argparse
 import sys
 
 import yaml
 from transformers import HfArgumentParser
 
 from .config import DistillationConfig
-from .data import DataArguments, find_preset, load_input_embeddings, load_real_data
-from .trainer import DistillationDivergedError, DistillationTrainer
+from .data import DataArguments, find_preset, hub_revision, load_input_embeddings, load_real_data
+from .synthetic import DistilledDataset
+from .trainer import DistillationTrainer
 
-USAGE = "usage: hf-distill distill [--dataset DATASET] [--output_dir DIR] [FLAGS...] (see hf-distill distill --help)"
+USAGE = """usage: hf-distill distill [--dataset DATASET] [--output_dir DIR] [FLAGS...]  (see hf-distill distill --help)
+       hf-distill push OUTPUT_DIR REPO_ID [--private] [--token TOKEN] [--revision REV]"""
 
 
 def _yaml_to_argv(path: str) -> list[str]:
@@ -58,6 +61,8 @@ def distill(argv: list[str]) -> dict:
         processing_class=tokenizer,
         embedding_matrix=embedding_matrix if data.modality == "text" else None,
         source_dataset=data_args.dataset,
+        source_revision=hub_revision(data_args.dataset, "dataset", data_args.dataset_revision),
+        embedding_revision=hub_revision(args.embedding_model) if data.modality == "text" else None,
     )
     train_result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_metrics("train", train_result.metrics)
@@ -67,19 +72,43 @@ def distill(argv: list[str]) -> dict:
     return metrics
 
 
+def push(argv: list[str]) -> str:
+    parser = argparse.ArgumentParser(prog="hf-distill push", description="Push a distilled set to the Hub.")
+    parser.add_argument("output_dir", help="A folder written by `hf-distill distill` (or DistilledDataset.save).")
+    parser.add_argument("repo_id", help="The dataset repo to push to: namespace/name.")
+    parser.add_argument("--private", action="store_true", help="Create the repo private.")
+    parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the saved login).")
+    parser.add_argument("--revision", default=None, help="Branch to push to (default: main).")
+    parser.add_argument("--commit_message", default=None)
+    args = parser.parse_args(argv)
+    distilled = DistilledDataset.load(args.output_dir)
+    commit = distilled.push_to_hub(
+        args.repo_id,
+        private=args.private or None,
+        token=args.token,
+        revision=args.revision,
+        commit_message=args.commit_message,
+    )
+    return commit.commit_url
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0
-    if argv and argv[0] == "distill":
-        argv = argv[1:]
-    elif argv:
+    command = "distill"
+    if argv and argv[0] in ("distill", "push"):
+        command, argv = argv[0], argv[1:]
+    elif argv and not argv[0].startswith("-"):
         print(f"hf-distill: error: unknown command {argv[0]!r}\n{USAGE}", file=sys.stderr)
         return 2
     try:
+        if command == "push":
+            print(f"pushed: {push(argv)}")
+            return 0
         metrics = distill(argv)
-    except (ValueError, FileNotFoundError, DistillationDivergedError) as e:
+    except (ValueError, FileNotFoundError, RuntimeError) as e:  # DistillationDivergedError is a RuntimeError
         print(f"hf-distill: error: {e}", file=sys.stderr)
         return 1
     print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))

@@ -97,6 +97,9 @@ class DataArguments:
             "help": "A Hub id, a local dataset folder, a folder of parquet split files, or 'digits' (offline demo)."
         },
     )
+    dataset_revision: str | None = field(
+        default=None, metadata={"help": "Branch, tag or commit of a Hub dataset (recorded on the distilled set)."}
+    )
     preset: str | None = field(
         default=None, metadata={"help": f"Preset to apply ({', '.join(PRESETS)}); default: from --dataset."}
     )
@@ -137,7 +140,7 @@ def _is_local(dataset: str) -> bool:
     return dataset.startswith((".", "/", "~")) or os.path.exists(dataset)
 
 
-def load_raw(dataset: str) -> DatasetDict:
+def load_raw(dataset: str, revision: str | None = None) -> DatasetDict:
     """Load every split of a Hub dataset, a `save_to_disk` folder, a folder of `<split>.parquet` files, or 'digits'."""
     if dataset == "digits":
         return _sklearn_digits()
@@ -157,7 +160,7 @@ def load_raw(dataset: str) -> DatasetDict:
             splits.setdefault(f.stem.split("-")[0], []).append(str(f))
         return load_dataset("parquet", data_files=splits)
     try:
-        return load_dataset(dataset)
+        return load_dataset(dataset, revision=revision)
     except Exception as e:  # the Hub client raises several types for "not found" / "offline"
         raise FileNotFoundError(
             f"Dataset {dataset!r} is not a local folder and could not be loaded from the Hub: {e}"
@@ -216,7 +219,7 @@ def load_real_data(
     data_args: DataArguments, tokenizer=None, image_mean=None, image_std=None, seed: int = 42
 ) -> RealData:
     """Load, validate and prepare the train and eval splits; every bad input fails here, before any training."""
-    raw = load_raw(data_args.dataset)
+    raw = load_raw(data_args.dataset, data_args.dataset_revision)
     preset = find_preset(data_args.dataset, data_args.preset)
     if data_args.train_split not in raw:
         raise ValueError(
@@ -353,3 +356,16 @@ def load_input_embeddings(name: str) -> tuple[torch.Tensor, object]:
     if not isinstance(embeddings, torch.nn.Embedding):
         raise ValueError(f"Embedding model {name!r} ({type(model).__name__}) has no input-embedding matrix.")
     return embeddings.weight.detach().clone(), tokenizer
+
+
+def hub_revision(name: str | None, repo_type: str = "model", revision: str | None = None) -> str | None:
+    """The commit a Hub id resolves to (recorded on distilled sets); None for local paths or when offline."""
+    if name is None or name == "digits" or _is_local(name):
+        return None
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        return HfApi().repo_info(name, repo_type=repo_type, revision=revision).sha
+    except (HfHubHTTPError, OSError, ValueError):
+        return None

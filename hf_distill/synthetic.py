@@ -1,8 +1,10 @@
 """The learnable synthetic set (what `Trainer` optimises) and the distilled set it becomes on disk."""
 
+import hashlib
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,10 +16,18 @@ from PIL import Image as PILImage
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-FORMAT_VERSION = 1  # bump on an incompatible change of the files below
-DATA_FILE = "data/train-00000-of-00001.parquet"
+# "major.minor": a newer major cannot be read; a newer minor only adds keys to distillation.json (warned, ignored).
+FORMAT_VERSION = "1.0"
+DATA_FILE = "data/train-00000-of-00001.parquet"  # the path datasets.Dataset.push_to_hub writes, so repo == folder
 META_FILE = "distillation.json"
 LEARNER_INIT_FILE = "learner_init.safetensors"
+CARD_FILE = "README.md"
+PREVIEW_FILES = ("preview.png", "preview.txt")
+METADATA_KEYS = {  # what format 1.0 may hold in distillation.json beside the tensors' own entries
+    "source_dataset", "source_revision", "num_source_examples", "label_noise", "learner", "learner_config",
+    "learner_init", "learner_id", "learner_revision", "embedding_model", "embedding_revision", "image_mean",
+    "image_std", "inner_steps", "inner_epochs", "metrics", "config", "hf_distill_version",
+}  # fmt: skip
 LABEL_INIT_LOGIT = 3.0  # initial logit of an example's own class (soft label ~0.69 on it for 10 classes)
 
 
@@ -112,32 +122,57 @@ class DistilledDataset:
             features["image"] = Image()
         return Dataset.from_dict(columns, features=Features(features))
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the set as a dataset folder: parquet data, `distillation.json`, a preview, the fixed init."""
-        from . import __version__
+    def fingerprint(self) -> str:
+        """sha256 of the tensors, stored in `distillation.json` so that data and metadata can't be mixed up."""
+        digest = hashlib.sha256()
+        for t in (self.inputs, self.soft_labels, self.attention_mask):
+            if t is not None:
+                digest.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the set as a dataset folder: parquet data, `distillation.json`, previews, the fixed init, a card."""
+        if len(self) == 0:
+            raise ValueError("The distilled set is empty: there is nothing to save.")
         path = Path(path)
         (path / DATA_FILE).parent.mkdir(parents=True, exist_ok=True)
         self.to_dataset().to_parquet(str(path / DATA_FILE))
+        self.save_sidecars(path)
+        from .card import render_card
+
+        render_card(self).save(path / CARD_FILE)
+
+    def save_sidecars(self, path: str | os.PathLike) -> list[str]:
+        """Everything but the data and the card: `distillation.json`, previews, the fixed init. Returns the names."""
+        from . import __version__
+
+        path = Path(path)
         meta = {
             "format_version": FORMAT_VERSION,
             "hf_distill_version": __version__,
             "modality": self.modality,
             "label_names": list(self.label_names),
             "step_sizes": None if self.step_sizes is None else self.step_sizes.tolist(),
+            "data_sha256": self.fingerprint(),
             **self.metadata,
         }
         (path / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+        written = [META_FILE]
         if self.learner_init is not None:
             save_file({k: v.contiguous() for k, v in self.learner_init.items()}, str(path / LEARNER_INIT_FILE))
+            written.append(LEARNER_INIT_FILE)
         if self.modality == "image":
             image_grid(self).save(path / "preview.png")
+            written.append("preview.png")
         else:
-            lines = [
-                f"{i} [{self.label_names[y]}]: {p}"
-                for i, (y, p) in enumerate(zip(self.labels.tolist(), self.previews or []))
-            ]
-            (path / "preview.txt").write_text("\n".join(lines) + "\n")
+            (path / "preview.txt").write_text("\n".join(self.preview_lines()) + "\n")
+            written.append("preview.txt")
+        return written
+
+    def preview_lines(self) -> list[str]:
+        """Text sets: `index [label]: nearest tokens` per synthetic sequence."""
+        previews = self.previews or [""] * len(self)
+        return [f"{i} [{self.label_names[y]}]: {p}" for i, (y, p) in enumerate(zip(self.labels.tolist(), previews))]
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "DistilledDataset":
@@ -148,18 +183,26 @@ class DistilledDataset:
         if not (path / META_FILE).is_file() or not (path / DATA_FILE).is_file():
             raise ValueError(f"{path} is not a distilled set: it has no {META_FILE} and {DATA_FILE}.")
         meta = json.loads((path / META_FILE).read_text())
-        if meta.get("format_version", 0) > FORMAT_VERSION:
+        major, minor = (int(v) for v in f"{meta.pop('format_version', 0)}.0".split(".")[:2])
+        ours = tuple(int(v) for v in FORMAT_VERSION.split("."))
+        if major > ours[0]:
             raise ValueError(
-                f"{path} was written in distilled-set format {meta['format_version']}, newer than this hf_distill "
-                f"reads ({FORMAT_VERSION}); upgrade hf_distill."
+                f"{path} was written in distilled-set format {major}.{minor}, which this hf_distill (format "
+                f"{FORMAT_VERSION}) cannot read; upgrade hf_distill."
             )
+        known = METADATA_KEYS | {"modality", "label_names", "step_sizes", "data_sha256"}
+        unknown = sorted(set(meta) - known)
+        if unknown:
+            warnings.warn(f"{path}: ignoring keys unknown to distilled-set format {FORMAT_VERSION}: {unknown}")
+            meta = {k: v for k, v in meta.items() if k in known}
         table = pq.read_table(path / DATA_FILE)
         data = Dataset(table).with_format("numpy")
         text = meta.pop("modality") == "text"
         inputs = torch.from_numpy(np.asarray(data["inputs_embeds" if text else "pixel_values"], dtype=np.float32))
         step_sizes = meta.pop("step_sizes")
         init_file = path / LEARNER_INIT_FILE
-        return cls(
+        expected = meta.pop("data_sha256", None)
+        distilled = cls(
             inputs=inputs,
             soft_labels=torch.from_numpy(np.stack(data["soft_label"]).astype(np.float32)),
             label_names=meta.pop("label_names"),
@@ -167,8 +210,65 @@ class DistilledDataset:
             attention_mask=torch.from_numpy(np.stack(data["attention_mask"]).astype(np.int64)) if text else None,
             previews=list(data.with_format(None)["preview"]) if text else None,
             learner_init=load_file(str(init_file)) if init_file.is_file() else None,
-            metadata={k: v for k, v in meta.items() if k not in ("format_version", "hf_distill_version")},
+            metadata=meta,
         )
+        if expected is not None and distilled.fingerprint() != expected:
+            raise ValueError(
+                f"{path}: {DATA_FILE} does not match {META_FILE} (they come from different saves or pushes; "
+                "an interrupted push leaves this). Save or push the set again."
+            )
+        return distilled
+
+    def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | None = None, **kwargs):
+        """Publish the set as the dataset repo `repo_id` (parquet via `datasets`, card, `distillation.json`,
+        previews). Keyword arguments `revision` and `commit_message` are passed on. Returns the `CommitInfo`."""
+        from .hub import push_to_hub
+
+        return push_to_hub(self, repo_id, private=private, token=token, **kwargs)
+
+    @classmethod
+    def from_hub(cls, repo_id: str, *, revision: str | None = None, token: str | None = None, cache_dir=None):
+        """The set pushed to `repo_id` (at `revision`), bit-equal to what was pushed."""
+        from .hub import from_hub
+
+        return from_hub(repo_id, revision=revision, token=token, cache_dir=cache_dir)
+
+    def train_learner(self, learner=None, *, protocol: str = "learned", seed: int = 0, steps: int = 300, lr=1e-3):
+        """A learner trained on this set, ready for `save_pretrained`. Default: a fresh copy of the learner it was
+        distilled for (its fixed init when there is one, else drawn from `seed`). `protocol`: `learned` (one step
+        per learned step size) or `adam` (`steps` full-batch Adam steps at `lr`)."""
+        from .evaluation import train_on_set
+        from .learners import LEARNERS, LearnerConfig
+
+        if learner is None:
+            classes = {c.__name__: c for c in LEARNERS.values()}
+            if self.metadata.get("learner") not in classes:
+                name = self.metadata.get("learner")
+                raise ValueError(f"This set records no hf_distill learner ({name!r}); pass a learner.")
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                learner = classes[self.metadata["learner"]](LearnerConfig(**self.metadata["learner_config"]))
+            if self.learner_init is not None:
+                learner.load_state_dict(self.learner_init, strict=False)
+        if learner.config.num_labels != self.soft_labels.shape[1]:
+            raise ValueError(
+                f"The learner has {learner.config.num_labels} labels but the set has {self.soft_labels.shape[1]}."
+            )
+        if protocol not in ("learned", "adam") or (protocol == "learned" and self.step_sizes is None):
+            raise ValueError(f"protocol must be 'learned' (needs step sizes) or 'adam', not {protocol!r}.")
+        params = dict(learner.named_parameters())
+        trained = train_on_set(
+            learner.eval(),
+            params,
+            self.inputs,
+            self.attention_mask,
+            self.soft_labels,
+            step_sizes=self.step_sizes if protocol == "learned" else None,
+            steps=steps,
+            lr=lr,
+        )
+        learner.load_state_dict(trained, strict=False)
+        return learner
 
 
 def to_pil(pixels: torch.Tensor, mean=None, std=None) -> PILImage.Image:

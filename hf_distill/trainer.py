@@ -1,9 +1,11 @@
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from huggingface_hub import HfApi
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 from transformers import Trainer, default_data_collator
@@ -11,6 +13,7 @@ from transformers import Trainer, default_data_collator
 from .config import DistillationConfig
 from .data import label_names_of, load_input_embeddings
 from .evaluation import accuracy, predict, summarize, train_on_set
+from .hub import check_repo_id, check_token
 from .learners import build_learner
 from .methods.unrolled import learner_logits, unroll
 from .synthetic import DistilledDataset, SyntheticSet, initial_label_logits, nearest_tokens
@@ -36,7 +39,8 @@ class DistillationTrainer(Trainer):
         learner: the network to distil for; default: `build_learner(args.learner, ...)`.
         processing_class: the tokenizer of the embedding model (text; loaded from `args.embedding_model` if not given).
         compute_metrics: `EvalPrediction -> dict`, as for `Trainer`; default: offline accuracy.
-        source_dataset: name of the real dataset, recorded with the distilled set.
+        source_dataset: name of the real dataset, recorded with the distilled set (and on its card).
+        source_revision, embedding_revision: the revisions of the real dataset and the embedding model, if known.
         embedding_matrix: the frozen `[vocab, hidden]` input embeddings (text), when already loaded; default: loaded
             from `args.embedding_model`.
     """
@@ -55,6 +59,8 @@ class DistillationTrainer(Trainer):
         callbacks=None,
         source_dataset: str | None = None,
         embedding_matrix: torch.Tensor | None = None,
+        source_revision: str | None = None,
+        embedding_revision: str | None = None,
     ):
         # Args
         args = args if args is not None else DistillationConfig()
@@ -76,7 +82,8 @@ class DistillationTrainer(Trainer):
         self.class_names = label_names_of(train_dataset, self.label_column)
         self.train_labels = np.asarray(train_dataset[self.label_column])  # for drawing real examples per class
         num_labels = len(self.class_names)
-        self.source_dataset = source_dataset
+        self.source_dataset, self.source_revision = source_dataset, source_revision
+        self.embedding_revision = embedding_revision
 
         # Model: the frozen embeddings (text), the learner, and the synthetic set the Trainer optimises
         self.embedding_matrix = None
@@ -270,6 +277,7 @@ class DistillationTrainer(Trainer):
         if baseline_runs:
             metrics.update(summarize(baseline_runs, f"{metric_key_prefix}_baseline"))
         metrics[f"{metric_key_prefix}_num_models"] = args.num_eval_models
+        metrics[f"{metric_key_prefix}_num_examples"] = len(eval_dataset)
         self.eval_metrics = metrics
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(args, self.state, self.control, metrics)
@@ -292,10 +300,13 @@ class DistillationTrainer(Trainer):
             learner_init=self.fixed_init,
             metadata={
                 "source_dataset": self.source_dataset,
+                "source_revision": self.source_revision,
+                "num_source_examples": len(self.train_dataset),
                 "learner": type(self.learner).__name__,
                 "learner_config": self.learner.config.to_dict(),
                 "learner_init": self.args.learner_init,
                 "embedding_model": self.args.embedding_model,
+                "embedding_revision": self.embedding_revision,
                 "image_mean": self.args.image_mean,
                 "image_std": self.args.image_std,
                 "inner_steps": self.args.inner_steps,
@@ -316,3 +327,37 @@ class DistillationTrainer(Trainer):
             {k: v.detach().cpu().contiguous() for k, v in state.items()}, os.path.join(output_dir, "model.safetensors")
         )
         self.distilled_dataset().save(output_dir)
+
+    # The Hub: the artefact is a dataset repo, pushed when the model is saved (checkpoints are resume state only).
+    def init_hf_repo(self, token=None, private=None):
+        """Checks the token and creates the dataset repo before training, so a bad token fails fast."""
+        if not self.is_world_process_zero():
+            return
+        token = check_token(token if token is not None else self.args.hub_token)
+        repo_id = self.args.hub_model_id
+        if repo_id is None or "/" not in repo_id:
+            user = HfApi().whoami(token=token)["name"]
+            repo_id = f"{user}/{repo_id or Path(self.args.output_dir).absolute().name}"
+        private = private if private is not None else self.args.hub_private_repo
+        self.hub_model_id = (
+            HfApi()
+            .create_repo(check_repo_id(repo_id), repo_type="dataset", private=private, token=token, exist_ok=True)
+            .repo_id
+        )
+        self.push_in_progress = None
+
+    def push_to_hub(self, commit_message="End of training", blocking=True, token=None, revision=None, **kwargs):
+        """Push the distilled set (not model weights) to the dataset repo `args.hub_model_id`."""
+        if getattr(self, "hub_model_id", None) is None:
+            self.init_hf_repo(token=token, private=kwargs.get("private"))
+        if not self.is_world_process_zero():
+            return None
+        return self.distilled_dataset().push_to_hub(
+            self.hub_model_id,
+            token=token if token is not None else self.args.hub_token,
+            revision=revision if revision is not None else self.args.hub_revision,
+            commit_message=commit_message,
+        )
+
+    def _push_from_checkpoint(self, checkpoint_folder):
+        pass

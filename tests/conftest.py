@@ -1,14 +1,49 @@
-"""Tiny offline data and models: nothing here downloads."""
+"""Tiny offline data and models: nothing here downloads. The only Hub is a local fake one (tests/hub_server.py)."""
 
-from pathlib import Path
+import os
+import socket
+import tempfile
 
-import numpy as np
-import pytest
-from datasets import ClassLabel, Dataset, DatasetDict
-from transformers import BertConfig, BertModel, BertTokenizerFast
 
-from hf_distill import DistillationConfig
-from hf_distill.data import pixel_dataset
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# huggingface_hub and datasets read these when first imported, so they are set before anything imports them:
+# every Hub call in the tests goes to the local server, with no saved token and a throwaway cache.
+HUB_PORT = _free_port()
+os.environ.update(
+    HF_ENDPOINT=f"http://127.0.0.1:{HUB_PORT}",
+    HF_HUB_DISABLE_XET="1",
+    HF_HOME=tempfile.mkdtemp(prefix="hf_distill_tests_"),
+    HF_HUB_DISABLE_TELEMETRY="1",
+)
+os.environ.pop("HF_TOKEN", None)
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from datasets import ClassLabel, Dataset, DatasetDict  # noqa: E402
+from hub_server import FakeHub  # noqa: E402
+from transformers import BertConfig, BertModel, BertTokenizerFast  # noqa: E402
+
+from hf_distill import DistillationConfig, DistilledDataset, build_learner  # noqa: E402
+from hf_distill.data import pixel_dataset  # noqa: E402
+
+TOKENS = {"hf_alice": "alice", "hf_bob": "bob"}  # token -> user on the fake Hub
+
+
+@pytest.fixture(scope="session")
+def hub():
+    """The local Hub server, on the port HF_ENDPOINT names."""
+    server = FakeHub(tokens=TOKENS, port=HUB_PORT).start()
+    yield server
+    server.stop()
+
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 POSITIVE = "good great fine nice superb lovely".split()
@@ -32,6 +67,57 @@ def quick_config(tmp_path, **kwargs) -> DistillationConfig:
         report_to="none",
     )
     return DistillationConfig(**{**defaults, **kwargs})
+
+
+def distilled_set(learner, inputs, soft_labels, label_names, **extra) -> DistilledDataset:
+    g = torch.Generator().manual_seed(0)
+    return DistilledDataset(
+        inputs=inputs,
+        soft_labels=soft_labels,
+        label_names=label_names,
+        step_sizes=0.01 + 0.01 * torch.rand(4, generator=g),
+        metadata={
+            "learner": type(learner).__name__,
+            "learner_config": learner.config.to_dict(),
+            "learner_init": "random",
+            "source_dataset": "toy",
+            "metrics": {"eval_accuracy": 0.9, "eval_accuracy_std": 0.01, "eval_baseline_accuracy": 0.5},
+            "config": {"synthetic_per_class": 2, "inner_steps": 4, "eval_train_steps": 300, "num_eval_models": 2},
+            **extra.pop("metadata", {}),
+        },
+        **extra,
+    )
+
+
+def image_set() -> DistilledDataset:
+    """A small distilled image set (random tensors) for a ConvNet, with a fixed init."""
+    g = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        learner = build_learner("convnet", 3, num_channels=1, image_size=8)
+    return distilled_set(
+        learner,
+        torch.randn(6, 1, 8, 8, generator=g),
+        torch.softmax(torch.randn(6, 3, generator=g), -1),
+        ["a", "b", "c"],
+        learner_init={k: v.detach().clone() for k, v in learner.named_parameters()},
+        metadata={"image_mean": [0.5], "image_std": [0.25], "learner_init": "fixed"},
+    )
+
+
+def text_set() -> DistilledDataset:
+    """A small distilled text set (random embedding sequences) for a TextCNN."""
+    g = torch.Generator().manual_seed(1)
+    learner = build_learner("textcnn", 2, hidden_size=7)
+    return distilled_set(
+        learner,
+        torch.randn(4, 5, 7, generator=g),
+        torch.softmax(torch.randn(4, 2, generator=g), -1),
+        ["neg", "pos"],
+        attention_mask=torch.ones(4, 5, dtype=torch.long),
+        previews=["a b c d e"] * 4,
+        metadata={"embedding_model": "tiny"},
+    )
 
 
 def toy_images(n_per_class=100, num_classes=4, noise=2.5, seed=0):

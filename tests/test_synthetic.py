@@ -2,35 +2,12 @@ import json
 
 import pytest
 import torch
+from conftest import image_set, text_set
 from datasets import load_dataset
 
+import hf_distill
 from hf_distill import DistilledDataset
-from hf_distill.synthetic import META_FILE, initial_label_logits
-
-
-def image_set():
-    g = torch.Generator().manual_seed(0)
-    return DistilledDataset(
-        inputs=torch.randn(6, 1, 8, 8, generator=g),
-        soft_labels=torch.softmax(torch.randn(6, 3, generator=g), -1),
-        label_names=["a", "b", "c"],
-        step_sizes=torch.rand(4, generator=g),
-        learner_init={"w": torch.randn(3, 2, generator=g)},
-        metadata={"image_mean": [0.5], "image_std": [0.25], "learner": "ConvNet"},
-    )
-
-
-def text_set():
-    g = torch.Generator().manual_seed(1)
-    return DistilledDataset(
-        inputs=torch.randn(4, 5, 7, generator=g),
-        soft_labels=torch.softmax(torch.randn(4, 2, generator=g), -1),
-        label_names=["neg", "pos"],
-        step_sizes=torch.rand(3, generator=g),
-        attention_mask=torch.ones(4, 5, dtype=torch.long),
-        previews=["a b c d e"] * 4,
-        metadata={"embedding_model": "tiny"},
-    )
+from hf_distill.synthetic import DATA_FILE, META_FILE, initial_label_logits
 
 
 @pytest.mark.parametrize("make", [image_set, text_set])
@@ -42,11 +19,12 @@ def test_save_load_is_exact(tmp_path, make):
     assert torch.equal(loaded.soft_labels, distilled.soft_labels)
     assert torch.equal(loaded.step_sizes, distilled.step_sizes)
     assert loaded.label_names == distilled.label_names and loaded.modality == distilled.modality
-    assert loaded.metadata == distilled.metadata
+    as_json = json.loads(json.dumps(distilled.metadata))  # tuples come back as lists
+    assert loaded.metadata == {**as_json, "hf_distill_version": hf_distill.__version__}
     if distilled.attention_mask is not None:
         assert torch.equal(loaded.attention_mask, distilled.attention_mask) and loaded.previews == distilled.previews
     if distilled.learner_init is not None:
-        assert torch.equal(loaded.learner_init["w"], distilled.learner_init["w"])
+        assert all(torch.equal(loaded.learner_init[k], v) for k, v in distilled.learner_init.items())
 
 
 def test_saved_set_is_a_plain_dataset_with_previews(tmp_path):
@@ -73,8 +51,38 @@ def test_load_errors_name_the_problem(tmp_path):
     image_set().save(tmp_path / "newer")
     meta = json.loads((tmp_path / "newer" / META_FILE).read_text())
     (tmp_path / "newer" / META_FILE).write_text(json.dumps({**meta, "format_version": 99}))
-    with pytest.raises(ValueError, match="format 99, newer than"):
+    with pytest.raises(ValueError, match=r"format 99.0, which this hf_distill \(format 1.0\) cannot read"):
         DistilledDataset.load(tmp_path / "newer")
+
+
+def test_newer_minor_format_keys_warn_and_are_ignored(tmp_path):
+    image_set().save(tmp_path / "set")
+    meta = json.loads((tmp_path / "set" / META_FILE).read_text())
+    (tmp_path / "set" / META_FILE).write_text(json.dumps({**meta, "format_version": "1.7", "new_field": 3}))
+    with pytest.warns(UserWarning, match=r"ignoring keys unknown .*\['new_field'\]"):
+        loaded = DistilledDataset.load(tmp_path / "set")
+    assert "new_field" not in loaded.metadata and torch.equal(loaded.inputs, image_set().inputs)
+
+
+def test_data_from_another_save_is_refused(tmp_path):
+    image_set().save(tmp_path / "a")
+    other = image_set()
+    other.inputs = other.inputs + 1
+    other.save(tmp_path / "b")
+    (tmp_path / "a" / DATA_FILE).write_bytes((tmp_path / "b" / DATA_FILE).read_bytes())
+    with pytest.raises(ValueError, match="does not match distillation.json"):
+        DistilledDataset.load(tmp_path / "a")
+
+
+@pytest.mark.parametrize("make", [image_set, text_set])
+def test_train_learner_rebuilds_the_learner_and_trains_it(make):
+    distilled = make()
+    model = distilled.train_learner()
+    assert type(model).__name__ == distilled.metadata["learner"]
+    untrained = distilled.train_learner(protocol="adam", steps=0)
+    assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), untrained.parameters()))
+    with pytest.raises(ValueError, match="protocol must be"):
+        distilled.train_learner(protocol="sgd")
 
 
 def test_initial_labels_cover_every_class_even_with_fewer_examples():
