@@ -3,6 +3,7 @@ __version__ = "0.1.0"
 from .config import DistillationConfig
 from .data import PRESETS, DataArguments, Preset, load_real_data
 from .evaluation import accuracy
+from .finetune import DistilledDataCollator, soft_label_loss
 from .learners import ConvNet, LearnerConfig, LeNet, TextCNN, TextLSTM, build_learner
 from .synthetic import DistilledDataset, SyntheticSet
 from .trainer import DistillationDivergedError, DistillationTrainer
@@ -14,6 +15,7 @@ __all__ = [
     "DistillationConfig",
     "DistillationDivergedError",
     "DistillationTrainer",
+    "DistilledDataCollator",
     "DistilledDataset",
     "LeNet",
     "LearnerConfig",
@@ -25,4 +27,5 @@ __all__ = [
     "accuracy",
     "build_learner",
     "load_real_data",
+    "soft_label_loss",
 ]

@@ -1,3 +1,4 @@
+import os
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -26,10 +27,14 @@ class DistillationConfig(TrainingArguments):
 
         > Learner and inner loop
 
-        learner (`str` or `None`): `lenet`, `convnet`, `textcnn` or `textlstm`; `None` picks `lenet` for images of
-            28x28 or more, `convnet` for smaller ones and `textcnn` for text.
-        learner_init (`str`, defaults to `"random"`): `random` draws a fresh learner every outer step, so the set
-            works for unseen inits; `fixed` distils for one known init, saved with the set.
+        learner (`str` or `None`): `lenet`, `convnet`, `textcnn` or `textlstm`, or the Hub id / path of any
+            `AutoModelForSequenceClassification` (text; fed `inputs_embeds` in its own embedding space, which then
+            becomes `embedding_model`); `None` picks `lenet` for images of 28 px and more, `convnet` for smaller
+            ones, `textcnn` for text.
+        learner_init (`str`, defaults to `"random"`, or `"pretrained"` for a pretrained learner): `random` draws a
+            fresh learner every outer step, so the set works for unseen inits; `fixed` distils for one known init,
+            saved with the set; `pretrained` starts every inner run from the pretrained weights with a freshly
+            initialised classification head, so the set teaches fine-tuning.
         inner_steps (`int`, defaults to `10`): gradient steps per inner epoch, each on the whole synthetic set.
         inner_epochs (`int`, defaults to `3`): passes of `inner_steps` steps; every step has its own step size.
         step_size_init (`float`, defaults to `0.02`): initial inner learning rate of every step.
@@ -72,10 +77,18 @@ class DistillationConfig(TrainingArguments):
 
     # Learner and inner loop
     learner: str | None = field(
-        default=None, metadata={"help": "lenet, convnet, textcnn or textlstm (default: picked from the data)."}
+        default=None,
+        metadata={
+            "help": "lenet, convnet, textcnn, textlstm, or the Hub id / path of any sequence classifier (text); "
+            "default: picked from the data."
+        },
     )
-    learner_init: str = field(
-        default="random", metadata={"help": "Learner init per outer step.", "choices": ["random", "fixed"]}
+    learner_init: str | None = field(
+        default=None,
+        metadata={
+            "help": "Learner init per outer step (default: pretrained for a pretrained learner, else random).",
+            "choices": ["random", "fixed", "pretrained"],
+        },
     )
     inner_steps: int = field(default=10, metadata={"help": "Inner gradient steps per inner epoch."})
     inner_epochs: int = field(default=3, metadata={"help": "Inner epochs (each step has its own step size)."})
@@ -122,10 +135,23 @@ class DistillationConfig(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        from .learners import LEARNERS
+        from .learners import LEARNERS, is_pretrained_learner
 
-        if self.learner is not None and self.learner not in LEARNERS:
-            raise ValueError(f"Unknown learner {self.learner!r}: choose one of {', '.join(LEARNERS)}.")
+        pretrained = is_pretrained_learner(self.learner)
+        if (
+            pretrained
+            and self.learner.startswith((".", "/", "~"))
+            and not os.path.isdir(os.path.expanduser(self.learner))
+        ):
+            raise ValueError(f"Unknown learner {self.learner!r}: the path does not exist.")
+        if self.learner_init is None and self.learner is not None:  # else the trainer decides from the learner
+            self.learner_init = "pretrained" if pretrained else "random"
+        if self.learner_init == "pretrained" and self.learner in LEARNERS:
+            raise ValueError(
+                f"learner_init='pretrained' needs a pretrained learner (a Hub id or path), not {self.learner!r}."
+            )
+        if pretrained and self.embedding_model is None:
+            self.embedding_model = self.learner  # the synthetic sequences live in the learner's own embedding space
         if self.synthetic_per_class < 1:
             raise ValueError(f"synthetic_per_class must be >= 1 (got {self.synthetic_per_class}).")
         if self.num_synthetic is not None and self.num_synthetic < 1:

@@ -188,3 +188,63 @@ def build_learner(name: str, num_labels: int, **config_kwargs) -> PreTrainedMode
     if name not in LEARNERS:
         raise ValueError(f"Unknown learner {name!r}: choose one of {', '.join(LEARNERS)}.")
     return LEARNERS[name](LearnerConfig(num_labels=num_labels, **config_kwargs))
+
+
+def is_pretrained_learner(name: str | None) -> bool:
+    """Any learner name that is not one of hf_distill's own is a Hub id or path of a sequence classifier."""
+    return name is not None and name not in LEARNERS
+
+
+def load_pretrained_learner(name: str, label_names: list[str]) -> PreTrainedModel:
+    """`AutoModelForSequenceClassification` from `name` with a head for `label_names`, dropout off (p=0)."""
+    import inspect
+
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            name,
+            num_labels=len(label_names),
+            id2label=dict(enumerate(label_names)),
+            label2id={n: i for i, n in enumerate(label_names)},
+            ignore_mismatched_sizes=True,  # a head of another size is replaced; it is re-initialised anyway
+            attn_implementation="eager",  # fused attention kernels have no double backward, which the unroll needs
+        )
+    except (OSError, ValueError) as e:
+        raise ValueError(
+            f"Unknown learner {name!r}: not one of {', '.join(LEARNERS)}, and not a sequence classifier that "
+            f"could be loaded ({str(e).splitlines()[0]})."
+        ) from e
+    if "inputs_embeds" not in inspect.signature(model.forward).parameters:
+        raise ValueError(f"Learner {name!r} ({type(model).__name__}) does not accept inputs_embeds.")
+    for module in model.modules():  # the inner loop is deterministic: no dropout, even in train mode
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    return model
+
+
+def head_parameter_names(model: PreTrainedModel) -> list[str]:
+    """Parameters outside the pretrained backbone (the classification head), re-initialised per learner."""
+    prefix = getattr(model, "base_model_prefix", "") + "."
+    return [n for n, _ in model.named_parameters() if not n.startswith(prefix)]
+
+
+def fresh_head(model: PreTrainedModel, seed: int) -> dict[str, torch.Tensor]:
+    """New classification-head weights drawn from `seed` (normal with the config's `initializer_range`, zero bias)."""
+    gen = torch.Generator().manual_seed(seed)
+    std = getattr(model.config, "initializer_range", 0.02)
+    params = dict(model.named_parameters())
+    return {
+        n: torch.randn(params[n].shape, generator=gen) * std if params[n].dim() > 1 else torch.zeros_like(params[n])
+        for n in head_parameter_names(model)
+    }
+
+
+def trainable_parameters(model: PreTrainedModel) -> dict[str, torch.Tensor]:
+    """The weights an inner step updates: all but the input-embedding matrix, which `inputs_embeds` bypasses."""
+    try:
+        skip = model.get_input_embeddings()
+    except (NotImplementedError, AttributeError):
+        skip = None
+    skip = skip.weight if isinstance(skip, nn.Embedding) else None
+    return {n: p for n, p in model.named_parameters() if p is not skip}

@@ -99,11 +99,12 @@ class DistilledDataset:
         return len(self.inputs)
 
     def to_dataset(self) -> Dataset:
-        """The set as a `datasets.Dataset`: exact tensors, `soft_label`, `label` and a human view."""
+        """The set as a `datasets.Dataset`: the exact tensors, `labels` (soft: `[K]` floats, what `Trainer` trains
+        on), `label` (their argmax, a `ClassLabel`) and a human view (`image`, or `preview` tokens)."""
         n = len(self)
-        columns = {"soft_label": self.soft_labels.float().numpy(), "label": self.labels.tolist()}
+        columns = {"labels": self.soft_labels.float().numpy(), "label": self.labels.tolist()}
         features = {
-            "soft_label": List(Value("float32"), length=self.soft_labels.shape[1]),
+            "labels": List(Value("float32"), length=self.soft_labels.shape[1]),
             "label": ClassLabel(names=list(self.label_names)),
         }
         if self.modality == "text":
@@ -204,7 +205,7 @@ class DistilledDataset:
         expected = meta.pop("data_sha256", None)
         distilled = cls(
             inputs=inputs,
-            soft_labels=torch.from_numpy(np.stack(data["soft_label"]).astype(np.float32)),
+            soft_labels=torch.from_numpy(np.stack(data["labels"]).astype(np.float32)),
             label_names=meta.pop("label_names"),
             step_sizes=None if step_sizes is None else torch.tensor(step_sizes, dtype=torch.float32),
             attention_mask=torch.from_numpy(np.stack(data["attention_mask"]).astype(np.int64)) if text else None,
@@ -238,9 +239,12 @@ class DistilledDataset:
         distilled for (its fixed init when there is one, else drawn from `seed`). `protocol`: `learned` (one step
         per learned step size) or `adam` (`steps` full-batch Adam steps at `lr`)."""
         from .evaluation import train_on_set
-        from .learners import LEARNERS, LearnerConfig
+        from .learners import LEARNERS, LearnerConfig, fresh_head, load_pretrained_learner, trainable_parameters
 
-        if learner is None:
+        if learner is None and self.metadata.get("learner_id"):  # a pretrained transformer with a fresh head
+            learner = load_pretrained_learner(self.metadata["learner_id"], self.label_names)
+            learner.load_state_dict({**fresh_head(learner, seed), **(self.learner_init or {})}, strict=False)
+        elif learner is None:
             classes = {c.__name__: c for c in LEARNERS.values()}
             if self.metadata.get("learner") not in classes:
                 name = self.metadata.get("learner")
@@ -256,7 +260,7 @@ class DistilledDataset:
             )
         if protocol not in ("learned", "adam") or (protocol == "learned" and self.step_sizes is None):
             raise ValueError(f"protocol must be 'learned' (needs step sizes) or 'adam', not {protocol!r}.")
-        params = dict(learner.named_parameters())
+        params = {k: v.detach() for k, v in trainable_parameters(learner).items()}
         trained = train_on_set(
             learner.eval(),
             params,

@@ -14,7 +14,16 @@ from .config import DistillationConfig
 from .data import label_names_of, load_input_embeddings
 from .evaluation import accuracy, predict, summarize, train_on_set
 from .hub import check_repo_id, check_token
-from .learners import build_learner
+from .learners import (
+    IMAGE_LEARNERS,
+    _Learner,
+    build_learner,
+    fresh_head,
+    head_parameter_names,
+    is_pretrained_learner,
+    load_pretrained_learner,
+    trainable_parameters,
+)
 from .methods.unrolled import learner_logits, unroll
 from .synthetic import DistilledDataset, SyntheticSet, initial_label_logits, nearest_tokens
 
@@ -97,7 +106,14 @@ class DistillationTrainer(Trainer):
                 processing_class = processing_class or tokenizer
             self.embedding_matrix = embedding_matrix
         example = train_dataset[0]
-        if learner is None:
+        if learner is None and is_pretrained_learner(args.learner):
+            if self.modality != "text":
+                raise ValueError(
+                    f"Unknown learner {args.learner!r}: for images choose one of {', '.join(IMAGE_LEARNERS)} "
+                    "(pretrained transformers are for text)."
+                )
+            learner = load_pretrained_learner(args.learner, self.class_names)
+        elif learner is None:
             name = args.learner or self._default_learner(example)
             shape = (
                 {"hidden_size": embedding_matrix.shape[1]}
@@ -113,7 +129,28 @@ class DistillationTrainer(Trainer):
                 f"The learner has {learner.config.num_labels} labels but the data has {num_labels} "
                 f"({', '.join(self.class_names)})."
             )
-        self.learner = learner.eval().requires_grad_(False)  # its weights are passed functionally; eval: no dropout
+        self.pretrained = not isinstance(learner, _Learner)  # anything but hf_distill's own starts pretrained
+        if args.learner_init is None:
+            args.learner_init = "pretrained" if self.pretrained else "random"
+        if self.pretrained and args.learner_init == "random":
+            raise ValueError(
+                "A pretrained learner keeps its pretrained weights: use learner_init='pretrained' (a fresh head "
+                "every run) or 'fixed' (one head)."
+            )
+        if not self.pretrained and args.learner_init == "pretrained":
+            raise ValueError(f"learner_init='pretrained' needs a pretrained learner, not {type(learner).__name__}.")
+        if self.modality == "text":
+            width = learner.get_input_embeddings().embedding_dim if self.pretrained else learner.config.hidden_size
+            if width != embedding_matrix.shape[1]:
+                raise ValueError(
+                    f"The learner's input embeddings are {width} wide but those of the embedding model "
+                    f"{args.embedding_model!r} are {embedding_matrix.shape[1]} wide."
+                )
+        # Its weights are passed functionally; no dropout (eval, or p=0 for pretrained learners)
+        self.learner = learner.eval().requires_grad_(False)
+        self.pretrained_params = (
+            {k: v.detach() for k, v in trainable_parameters(self.learner).items()} if self.pretrained else None
+        )
         self.fixed_init = self._learner_init(args.seed) if args.learner_init == "fixed" else None
         synthetic = self._init_synthetic(args, train_dataset, num_labels)
 
@@ -139,7 +176,10 @@ class DistillationTrainer(Trainer):
         return "lenet" if example["pixel_values"].shape[-1] >= 28 else "convnet"
 
     def _learner_init(self, seed: int) -> dict[str, torch.Tensor]:
-        """Fresh learner weights drawn from `seed` (the same seed gives the same weights)."""
+        """Learner weights drawn from `seed` (the same seed gives the same weights): all fresh, or the pretrained
+        backbone with a fresh classification head."""
+        if self.pretrained_params is not None:
+            return {**self.pretrained_params, **fresh_head(self.learner, seed)}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.learner.reset_parameters()
@@ -287,6 +327,9 @@ class DistillationTrainer(Trainer):
         """The current synthetic set as a [`DistilledDataset`] (detached, on CPU)."""
         synthetic = self.accelerator.unwrap_model(self.model)
         inputs, mask, soft_labels, step_sizes = (t.detach().cpu() if t is not None else None for t in synthetic())
+        fixed_init = self.fixed_init
+        if fixed_init is not None and self.pretrained:  # the backbone is the checkpoint's: keep the head only
+            fixed_init = {k: fixed_init[k] for k in head_parameter_names(self.learner)}
         previews = None
         if self.modality == "text" and self.processing_class is not None:
             previews = nearest_tokens(inputs, self.embedding_matrix, self.processing_class)
@@ -297,7 +340,7 @@ class DistillationTrainer(Trainer):
             step_sizes=step_sizes,
             attention_mask=mask,
             previews=previews,
-            learner_init=self.fixed_init,
+            learner_init=fixed_init,
             metadata={
                 "source_dataset": self.source_dataset,
                 "source_revision": self.source_revision,
@@ -305,6 +348,8 @@ class DistillationTrainer(Trainer):
                 "learner": type(self.learner).__name__,
                 "learner_config": self.learner.config.to_dict(),
                 "learner_init": self.args.learner_init,
+                "learner_id": self.args.learner if self.pretrained else None,
+                "learner_revision": getattr(self.learner.config, "_commit_hash", None) if self.pretrained else None,
                 "embedding_model": self.args.embedding_model,
                 "embedding_revision": self.embedding_revision,
                 "image_mean": self.args.image_mean,

@@ -46,8 +46,8 @@ def test_push_then_pull_is_bit_equal_and_fine_tunes(hub, make):
     assert torch.equal(x, distilled.inputs)
     learner = distilled.train_learner(protocol="adam", steps=0)  # the recorded learner, untrained
     params = {k: v.detach() for k, v in learner.named_parameters()}
-    loss = lambda p: soft_cross_entropy(learner_logits(learner, p, x, mask), data["soft_label"]).item()
-    assert loss(train_on_set(learner, params, x, mask, data["soft_label"], steps=30, lr=1e-2)) < loss(params)
+    loss = lambda p: soft_cross_entropy(learner_logits(learner, p, x, mask), data["labels"]).item()
+    assert loss(train_on_set(learner, params, x, mask, data["labels"], steps=30, lr=1e-2)) < loss(params)
 
 
 def test_card_describes_the_set_and_keeps_datasets_yaml(hub):

@@ -35,7 +35,7 @@ def test_saved_set_is_a_plain_dataset_with_previews(tmp_path):
     assert images[0]["image"].size == (8, 8)
     assert (tmp_path / "images" / "preview.png").is_file()
     text = load_dataset(str(tmp_path / "text"), split="train")
-    assert text.column_names == ["soft_label", "label", "inputs_embeds", "attention_mask", "preview"]
+    assert text.column_names == ["labels", "label", "inputs_embeds", "attention_mask", "preview"]
     assert (
         "[pos]" in (tmp_path / "text" / "preview.txt").read_text()
         or "[neg]" in (tmp_path / "text" / "preview.txt").read_text()

@@ -123,6 +123,7 @@ def test_text_distillation_with_embedding_model(tmp_path, tiny_embedding_model, 
     distilled = DistilledDataset.load(tmp_path / "out")
     assert distilled.modality == "text" and len(distilled.previews[0].split()) == 12
     assert all(tok in tokenizer.get_vocab() for tok in distilled.previews[0].split())
+    assert tokenizer("good movie")["input_ids"][1:3] == tokenizer.convert_tokens_to_ids(["good", "movie"])  # no [UNK]
 
 
 def test_textlstm_learner_distils(tmp_path, tiny_embedding_model, text_dataset_dir):

@@ -1,0 +1,121 @@
+"""Distilling for, and fine-tuning, a pretrained transformers classifier (a tiny random BERT built in conftest)."""
+
+import pytest
+import torch
+from conftest import quick_config, text_set
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments, pipeline
+
+from hf_distill import (
+    DataArguments,
+    DistillationConfig,
+    DistillationTrainer,
+    DistilledDataCollator,
+    DistilledDataset,
+    load_real_data,
+    soft_label_loss,
+)
+from hf_distill.learners import head_parameter_names
+
+
+@pytest.fixture
+def text_data(tiny_embedding_model, text_dataset_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_embedding_model)
+    return load_real_data(DataArguments(dataset=text_dataset_dir, max_length=12), tokenizer=tokenizer), tokenizer
+
+
+def pretrained_trainer(tmp_path, model, text_data, **kwargs):
+    data, tokenizer = text_data
+    args = quick_config(tmp_path, learner=model, inner_steps=2, step_size_init=0.5, learning_rate=0.05, **kwargs)
+    return DistillationTrainer(args=args, train_dataset=data.train, eval_dataset=data.eval, processing_class=tokenizer)
+
+
+def outer_loss(trainer, synthetic, seed=0):
+    """The real-data loss of a pretrained learner with a fresh head after its inner steps on `synthetic`."""
+    x, mask, y = trainer._real_inputs(next(iter(trainer.get_train_dataloader())))
+    params = trainer.fixed_init if trainer.fixed_init is not None else trainer._learner_init(seed)
+    from hf_distill.methods.unrolled import learner_logits, unroll
+
+    inputs, syn_mask, soft, steps = synthetic()
+    params = unroll(trainer.learner, params, inputs, syn_mask, soft, steps, create_graph=False)
+    return torch.nn.functional.cross_entropy(learner_logits(trainer.learner, params, x, mask), y).item()
+
+
+def test_pretrained_learner_distils(tmp_path, tiny_embedding_model, text_data):
+    trainer = pretrained_trainer(tmp_path, tiny_embedding_model, text_data, max_steps=3)
+    assert trainer.args.learner_init == "pretrained" and trainer.args.embedding_model == tiny_embedding_model
+    before = trainer.model.inputs.detach().clone()
+    trainer.train()
+    assert not torch.equal(before, trainer.model.inputs)
+    # every inner run starts from the pretrained backbone; only the head is drawn afresh
+    a, b = trainer._learner_init(1), trainer._learner_init(2)
+    head = {k for k in head_parameter_names(trainer.learner) if a[k].dim() > 1}  # weights; biases start at 0
+    assert head and all(torch.equal(a[k], b[k]) != (k in head) for k in a if not k.endswith("bias"))
+    trainer.save_model()
+    distilled = DistilledDataset.load(tmp_path / "out")
+    assert distilled.metadata["learner_id"] == tiny_embedding_model
+    assert distilled.train_learner().config.num_labels == 2
+
+
+def test_distillation_lowers_the_real_loss_after_the_inner_steps(tmp_path, tiny_embedding_model, text_data):
+    trainer = pretrained_trainer(tmp_path, tiny_embedding_model, text_data, learner_init="fixed", max_steps=20)
+    initial = type(trainer.model)(
+        trainer.model.inputs, trainer.model.label_logits, 2, 0.5, trainer.model.attention_mask
+    )
+    trainer.train()
+    assert outer_loss(trainer, trainer.model) < outer_loss(trainer, initial)
+
+
+def test_plain_trainer_fine_tunes_on_a_distilled_set_then_reads_text(tmp_path, tiny_embedding_model, text_data):
+    trainer = pretrained_trainer(tmp_path, tiny_embedding_model, text_data, max_steps=3)
+    trainer.train()
+    dataset = trainer.distilled_dataset().to_dataset()
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_embedding_model, num_labels=2)
+    before = {k: v.clone() for k, v in model.named_parameters()}
+    args = TrainingArguments(
+        str(tmp_path / "ft"), num_train_epochs=3, per_device_train_batch_size=2, report_to="none", learning_rate=1e-2
+    )
+    ft = Trainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=DistilledDataCollator(model),
+        compute_loss_func=soft_label_loss,
+        processing_class=text_data[1],
+    )
+    ft.train()
+    assert ft.state.log_history[-1]["train_loss"] > 0
+    assert any(not torch.equal(before[k], v) for k, v in model.named_parameters())
+    ft.save_model(str(tmp_path / "model"))
+    classify = pipeline("text-classification", model=str(tmp_path / "model"), device="cpu")
+    out = classify(["a great superb movie", "an awful dull film"])
+    assert len(out) == 2 and all(o["label"] in ("LABEL_0", "LABEL_1") for o in out)
+
+
+def test_soft_label_loss_matches_cross_entropy_and_accumulates():
+    logits, labels = torch.randn(4, 3), torch.softmax(torch.randn(4, 3), -1)
+    expected = -(labels * logits.log_softmax(-1)).sum(-1)
+    assert torch.allclose(soft_label_loss({"logits": logits}, labels), expected.mean())
+    # Trainer's num_items_in_batch counts B*K label entries over all accumulated micro-batches (here 2 x 4 x 3)
+    assert torch.allclose(soft_label_loss({"logits": logits}, labels, num_items_in_batch=24), expected.sum() / 8)
+
+
+def test_mismatches_name_both_sides(tmp_path, tiny_embedding_model, text_data, image_data):
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_embedding_model, num_labels=2)
+    narrow = text_set().to_dataset()  # 7-wide sequences; the tiny BERT is 16 wide
+    with pytest.raises(ValueError, match="7 wide but BertForSequenceClassification's input embeddings are 16 wide"):
+        DistilledDataCollator(model)([narrow[0], narrow[1]])
+    three = AutoModelForSequenceClassification.from_pretrained(tiny_embedding_model, num_labels=3)
+    with pytest.raises(ValueError, match="2 classes but BertForSequenceClassification has num_labels=3"):
+        DistilledDataCollator(three)([narrow[0]])
+    from hf_distill import build_learner
+
+    lenet = build_learner("convnet", 2, num_channels=1, image_size=8)
+    with pytest.raises(ValueError, match="does not accept inputs_embeds"):
+        DistilledDataCollator(lenet)([narrow[0]])
+    with pytest.raises(ValueError, match="needs a pretrained learner"):
+        DistillationConfig(output_dir=str(tmp_path), learner="textcnn", learner_init="pretrained")
+    train, _ = image_data
+    with pytest.raises(ValueError, match="pretrained transformers are for text"):
+        DistillationTrainer(
+            args=quick_config(tmp_path, learner=tiny_embedding_model, embedding_model=None), train_dataset=train
+        )
