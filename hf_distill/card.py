@@ -30,7 +30,12 @@ def _percent(metrics: dict, key: str) -> str | None:
 
 
 def _is_hub_id(name: str | None) -> bool:
-    return bool(name) and name != "digits" and re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) is not None and not Path(name).exists()
+    return (
+        bool(name)
+        and name != "digits"
+        and re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) is not None
+        and not Path(name).exists()
+    )
 
 
 def _protocol(meta: dict, config: dict) -> str:
