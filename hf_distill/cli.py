@@ -8,7 +8,7 @@ from transformers import HfArgumentParser
 
 from .config import DistillationConfig
 from .data import DataArguments, find_preset, hub_revision, load_input_embeddings, load_real_data
-from .learners import IMAGE_LEARNERS, is_pretrained_learner
+from .learners import check_pretrained_modality, is_pretrained_learner
 from .synthetic import DistilledDataset
 from .trainer import DistillationTrainer
 
@@ -43,11 +43,8 @@ def parse_args(argv: list[str]) -> tuple[DataArguments, DistillationConfig]:
         parser.set_defaults(**{k: v for k, v in preset.defaults.items() if k in known})
     data_args, args = parser.parse_args_into_dataclasses(args=argv)
     if is_pretrained_learner(args.learner):
-        if preset is not None and preset.modality == "image":
-            raise ValueError(
-                f"Unknown learner {args.learner!r}: for images choose one of {', '.join(IMAGE_LEARNERS)} "
-                "(pretrained transformers are for text)."
-            )
+        if preset is not None:  # before the learner is loaded as an embedding model below
+            check_pretrained_modality(args.learner, preset.modality)
         if "--embedding_model" not in argv:  # not the preset's: the learner's own embedding space
             args.embedding_model = args.learner
     return data_args, args

@@ -195,6 +195,14 @@ def is_pretrained_learner(name: str | None) -> bool:
     return name is not None and name not in LEARNERS
 
 
+def check_pretrained_modality(name: str, modality: str) -> None:
+    if modality != "text":
+        raise ValueError(
+            f"Unknown learner {name!r}: for images choose one of {', '.join(IMAGE_LEARNERS)} "
+            "(pretrained transformers are for text)."
+        )
+
+
 def load_pretrained_learner(name: str, label_names: list[str]) -> PreTrainedModel:
     """`AutoModelForSequenceClassification` from `name` with a head for `label_names`, dropout off (p=0)."""
     import inspect

@@ -15,9 +15,9 @@ from .data import label_names_of, load_input_embeddings
 from .evaluation import accuracy, predict, summarize, train_on_set
 from .hub import check_repo_id, check_token
 from .learners import (
-    IMAGE_LEARNERS,
     _Learner,
     build_learner,
+    check_pretrained_modality,
     fresh_head,
     head_parameter_names,
     is_pretrained_learner,
@@ -107,11 +107,7 @@ class DistillationTrainer(Trainer):
             self.embedding_matrix = embedding_matrix
         example = train_dataset[0]
         if learner is None and is_pretrained_learner(args.learner):
-            if self.modality != "text":
-                raise ValueError(
-                    f"Unknown learner {args.learner!r}: for images choose one of {', '.join(IMAGE_LEARNERS)} "
-                    "(pretrained transformers are for text)."
-                )
+            check_pretrained_modality(args.learner, self.modality)
             learner = load_pretrained_learner(args.learner, self.class_names)
         elif learner is None:
             name = args.learner or self._default_learner(example)
@@ -148,10 +144,6 @@ class DistillationTrainer(Trainer):
                 )
         # Its weights are passed functionally; no dropout (eval, or p=0 for pretrained learners)
         self.learner = learner.eval().requires_grad_(False)
-        self.pretrained_params = (
-            {k: v.detach() for k, v in trainable_parameters(self.learner).items()} if self.pretrained else None
-        )
-        self.fixed_init = self._learner_init(args.seed) if args.learner_init == "fixed" else None
         synthetic = self._init_synthetic(args, train_dataset, num_labels)
 
         super().__init__(
@@ -165,6 +157,11 @@ class DistillationTrainer(Trainer):
             callbacks=callbacks,
         )
         self.learner.to(self.args.device)
+        # Taken after the move, so a pretrained backbone is not copied to the device again at every outer step
+        self.pretrained_params = (
+            {k: v.detach() for k, v in trainable_parameters(self.learner).items()} if self.pretrained else None
+        )
+        self.fixed_init = self._learner_init(args.seed) if args.learner_init == "fixed" else None
         if self.embedding_matrix is not None:
             self.embedding_matrix = self.embedding_matrix.to(self.args.device)
         self.eval_metrics: dict[str, float] = {}
