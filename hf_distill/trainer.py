@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from transformers import Trainer, default_data_collator
 
 from .config import DistillationConfig
-from .data import label_names_of, load_input_embeddings
+from .data import TensorRows, label_names_of, load_input_embeddings
 from .evaluation import accuracy, predict, summarize, train_on_set
 from .hub import check_repo_id, check_token
 from .learners import (
@@ -80,9 +80,9 @@ class DistillationTrainer(Trainer):
         if self.label_column is None:
             raise ValueError(f"train_dataset has no 'labels' or 'label' column (columns: {', '.join(columns)}).")
         if "pixel_values" in columns:
-            self.modality = "image"
+            self.modality, self.input_columns = "image", ["pixel_values"]
         elif "input_ids" in columns and "attention_mask" in columns:
-            self.modality = "text"
+            self.modality, self.input_columns = "text", ["input_ids", "attention_mask"]
         else:
             raise ValueError(
                 "train_dataset needs 'pixel_values' or 'input_ids' + 'attention_mask' "
@@ -150,7 +150,7 @@ class DistillationTrainer(Trainer):
             model=synthetic,
             args=args,
             data_collator=default_data_collator,
-            train_dataset=train_dataset,
+            train_dataset=TensorRows(train_dataset, self.input_columns + [self.label_column]),
             eval_dataset=eval_dataset,
             processing_class=processing_class,
             compute_metrics=compute_metrics or accuracy,
@@ -271,8 +271,11 @@ class DistillationTrainer(Trainer):
         super().log(logs, start_time)
 
     def _eval_batches(self, eval_dataset):
+        label_column = "labels" if "labels" in eval_dataset.column_names else "label"
         loader = DataLoader(
-            eval_dataset, batch_size=self.args.per_device_eval_batch_size * 32, collate_fn=default_data_collator
+            TensorRows(eval_dataset, self.input_columns + [label_column]),
+            batch_size=self.args.per_device_eval_batch_size * 32,
+            collate_fn=default_data_collator,
         )
         for batch in loader:
             yield self._real_inputs(batch)
