@@ -1,5 +1,8 @@
 """Distilling for, and fine-tuning, a pretrained transformers classifier (a tiny random BERT built in conftest)."""
 
+import runpy
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import quick_config, text_set
@@ -89,6 +92,16 @@ def test_plain_trainer_fine_tunes_on_a_distilled_set_then_reads_text(tmp_path, t
     classify = pipeline("text-classification", model=str(tmp_path / "model"), device="cpu")
     out = classify(["a great superb movie", "an awful dull film"])
     assert len(out) == 2 and all(o["label"] in ("LABEL_0", "LABEL_1") for o in out)
+
+
+def test_finetune_example_runs_end_to_end(tmp_path, tiny_embedding_model, text_data):
+    trainer = pretrained_trainer(tmp_path, tiny_embedding_model, text_data, max_steps=2)
+    trainer.train()
+    trainer.save_model()
+    example = runpy.run_path(str(Path(__file__).parents[1] / "examples" / "finetune_distilled.py"))
+    argv = [str(tmp_path / "out"), tiny_embedding_model, "a great superb movie", "an awful dull film"]
+    predictions = example["main"](argv + ["--output_dir", str(tmp_path / "ft"), "--epochs", "2"])
+    assert len(predictions) == 2 and all(p["label"] in trainer.class_names for p in predictions)
 
 
 def test_soft_label_loss_matches_cross_entropy_and_accumulates():
