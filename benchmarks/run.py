@@ -26,6 +26,9 @@ BENCHMARKS = {
     "mnist-random": ["--dataset", str(SHARED / "data/mnist"), "--learner_init", "random"],
     "imdb-random": ["--dataset", str(SHARED / "data/imdb"), "--embedding_model", MINILM],
     "digits-demo": [],
+    # issue 3: the pretrained MiniLM itself as the learner (fresh head per inner run), 1 sequence per class
+    "imdb-minilm": ["--dataset", str(SHARED / "data/imdb"), "--learner", MINILM, "--synthetic_per_class", "1"],
+    "ag_news-minilm": ["--dataset", str(SHARED / "data/ag_news"), "--learner", MINILM, "--synthetic_per_class", "1"],
 }
 
 

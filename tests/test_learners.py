@@ -36,15 +36,15 @@ def test_unknown_learner_and_too_small_lenet():
         LeNet(LearnerConfig(num_labels=10, image_size=8))
 
 
-def test_seed_paper_learners_start_xavier_normal_with_zero_biases():
+def test_lenet_starts_xavier_normal_with_zero_biases_and_others_with_the_default():
     torch.manual_seed(0)
     lenet = build_learner("lenet", 10)
     lenet.reset_parameters()
     fan_in, fan_out = 400, 120
     assert lenet.fc1.weight.std().item() == pytest.approx((2 / (fan_in + fan_out)) ** 0.5, rel=0.05)
     assert all(not m.bias.any() for m in (lenet.conv1, lenet.conv2, lenet.fc1, lenet.fc2, lenet.fc3))
-    convnet = build_learner("convnet", 10, image_size=8, width=8)  # DC's ConvNet keeps PyTorch's default init
-    assert convnet.classifier.bias.abs().sum() > 0
+    for other in (build_learner("convnet", 10, image_size=8, width=8), build_learner("textcnn", 2, hidden_size=16)):
+        assert other.classifier.bias.abs().sum() > 0  # PyTorch's default draws biases too
 
 
 def test_plain_trainer_trains_a_learner_on_soft_labels(tmp_path):
