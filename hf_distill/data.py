@@ -305,7 +305,6 @@ class TensorRows(torch.utils.data.Dataset):
     def __init__(self, dataset: Dataset, columns: list[str]):
         table = dataset.select_columns(columns).with_format("numpy")[:]
         self.columns = {c: torch.from_numpy(np.ascontiguousarray(table[c])) for c in columns}
-        self.column_names = list(columns)
 
     def __len__(self) -> int:
         return len(next(iter(self.columns.values())))

@@ -270,14 +270,9 @@ class DistillationTrainer(Trainer):
             logs["inner_step_size"] = round(self.model.log_step_sizes.detach().exp().mean().item(), 6)
         super().log(logs, start_time)
 
-    def _eval_batches(self, eval_dataset):
-        label_column = "labels" if "labels" in eval_dataset.column_names else "label"
-        loader = DataLoader(
-            TensorRows(eval_dataset, self.input_columns + [label_column]),
-            batch_size=self.args.per_device_eval_batch_size * 32,
-            collate_fn=default_data_collator,
-        )
-        for batch in loader:
+    def _eval_batches(self, rows: TensorRows):
+        batch_size = self.args.per_device_eval_batch_size * 32
+        for batch in DataLoader(rows, batch_size=batch_size, collate_fn=default_data_collator):
             yield self._real_inputs(batch)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
@@ -286,6 +281,8 @@ class DistillationTrainer(Trainer):
         if eval_dataset is None:
             raise ValueError("evaluate() needs an eval_dataset.")
         args, distilled = self.args, self.distilled_dataset()
+        label_column = "labels" if "labels" in eval_dataset.column_names else "label"
+        rows = TensorRows(eval_dataset, self.input_columns + [label_column])  # read once for all the models
         device = args.device
         x, y = distilled.inputs.to(device), distilled.soft_labels.to(device)
         mask = None if distilled.attention_mask is None else distilled.attention_mask.to(device)
@@ -304,15 +301,13 @@ class DistillationTrainer(Trainer):
                 steps=args.eval_train_steps,
                 lr=args.eval_learning_rate,
             )
-            runs.append(self.compute_metrics(predict(self.learner, params, self._eval_batches(eval_dataset))))
+            runs.append(self.compute_metrics(predict(self.learner, params, self._eval_batches(rows))))
             if args.eval_baseline:  # a random real subset with the same number of examples per class, hard labels
                 bx, bmask, by = self._real_examples(self.train_dataset, distilled.labels.tolist(), args.seed + i)
                 params = train_on_set(
                     self.learner, init, bx, bmask, by, steps=args.eval_train_steps, lr=args.eval_learning_rate
                 )
-                baseline_runs.append(
-                    self.compute_metrics(predict(self.learner, params, self._eval_batches(eval_dataset)))
-                )
+                baseline_runs.append(self.compute_metrics(predict(self.learner, params, self._eval_batches(rows))))
         metrics = summarize(runs, metric_key_prefix)
         if baseline_runs:
             metrics.update(summarize(baseline_runs, f"{metric_key_prefix}_baseline"))
