@@ -98,21 +98,14 @@ def test_bad_input_is_one_line_and_leaves_output_dir_alone(tmp_path, capsys, fla
     assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "precious"
 
 
-def test_embedding_model_errors(tmp_path, capsys, text_dataset_dir):
-    assert (
-        main(
-            [
-                "distill",
-                "--dataset",
-                text_dataset_dir,
-                "--embedding_model",
-                str(tmp_path / "nope"),
-                "--output_dir",
-                str(tmp_path / "o"),
-            ]
-        )
-        == 1
+def distill_text(dataset, embedding_model, output_dir) -> int:
+    return main(
+        ["distill", "--dataset", dataset, "--embedding_model", str(embedding_model), "--output_dir", str(output_dir)]
     )
+
+
+def test_embedding_model_errors(tmp_path, capsys, text_dataset_dir):
+    assert distill_text(text_dataset_dir, tmp_path / "nope", tmp_path / "o") == 1
     assert "Embedding model path" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
@@ -136,18 +129,5 @@ def test_embedding_model_without_input_embeddings(tmp_path, capsys, text_dataset
     for src in Path(tiny_embedding_model).iterdir():  # a tokenizer, but a model without token embeddings
         if src.name not in ("config.json", "model.safetensors"):
             shutil.copy(src, path / src.name)
-    assert (
-        main(
-            [
-                "distill",
-                "--dataset",
-                text_dataset_dir,
-                "--embedding_model",
-                str(path),
-                "--output_dir",
-                str(tmp_path / "o"),
-            ]
-        )
-        == 1
-    )
+    assert distill_text(text_dataset_dir, path, tmp_path / "o") == 1
     assert "has no input-embedding matrix" in capsys.readouterr().err
