@@ -3,6 +3,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+DISTILL_METHODS = ("unrolled", "gradient_matching", "distribution_matching")
+
 
 @dataclass
 class DistillationConfig(TrainingArguments):
@@ -15,6 +17,14 @@ class DistillationConfig(TrainingArguments):
     synthetic inputs, and `per_device_train_batch_size` the size of the real batch that scores each unroll.
 
     Parameters:
+        > Objective
+
+        distill_method (`str`, defaults to `"unrolled"`): `unrolled` (the method above), `gradient_matching` (match
+            the learner's per-class loss gradients on synthetic and real data, Zhao et al., ICLR 2021) or
+            `distribution_matching` (match per-class mean embeddings under random learners, Zhao & Bilen, WACV 2023).
+            The matching objectives train no learner inside a step, so they learn no step sizes, are evaluated with
+            Adam, and distribution matching keeps the labels fixed.
+
         > Synthetic set
 
         synthetic_per_class (`int`, defaults to `1`): synthetic examples per class.
@@ -22,7 +32,8 @@ class DistillationConfig(TrainingArguments):
             than the number of classes (then every example starts with a soft label spread over several classes).
         synthetic_init (`str`, defaults to `"real"`): start from randomly drawn real examples (`"real"`) or from
             Gaussian noise (`"noise"`).
-        learn_labels (`bool`, defaults to `True`): learn soft labels; otherwise keep the initial one-hot labels.
+        learn_labels (`bool`, defaults to `True`, `False` for distribution matching): learn soft labels; otherwise
+            keep the initial one-hot labels.
         label_learning_rate (`float`, defaults to `0.01`): Adam step size of the label logits.
 
         > Learner and inner loop
@@ -38,7 +49,7 @@ class DistillationConfig(TrainingArguments):
         inner_steps (`int`, defaults to `10`): gradient steps per inner epoch, each on the whole synthetic set.
         inner_epochs (`int`, defaults to `3`): passes of `inner_steps` steps; every step has its own step size.
         step_size_init (`float`, defaults to `0.02`): initial inner learning rate of every step.
-        learn_step_sizes (`bool`, defaults to `True`): learn the per-step learning rates.
+        learn_step_sizes (`bool`, defaults to `True` with `unrolled`): learn the per-step learning rates.
         step_size_learning_rate (`float`, defaults to `0.01`): Adam step size of the log step sizes.
         backprop_steps (`int` or `None`): back-propagate through only the last K inner steps (truncated BPTT);
             `None` back-propagates through all of them.
@@ -53,8 +64,8 @@ class DistillationConfig(TrainingArguments):
         > Evaluation
 
         num_eval_models (`int`, defaults to `10`): fresh learners trained on the distilled set by `evaluate()`.
-        eval_protocol (`str`, defaults to `"learned"`): train them with the learned step sizes (`learned`) or with
-            Adam (`adam`, `eval_train_steps` full-batch steps at `eval_learning_rate`).
+        eval_protocol (`str`, defaults to `"learned"` with `unrolled`, else `"adam"`): train them with the learned
+            step sizes (`learned`) or with Adam (`adam`, `eval_train_steps` full-batch steps at `eval_learning_rate`).
         eval_train_steps (`int`, defaults to `300`): Adam steps for `eval_protocol="adam"` and for the baseline.
         eval_learning_rate (`float`, defaults to `0.001`): Adam step size for the same.
         eval_baseline (`bool`, defaults to `True`): also train on random real subsets of the same size (hard labels,
@@ -62,6 +73,16 @@ class DistillationConfig(TrainingArguments):
         image_mean, image_std (`list[float]` or `None`): the normalisation of the real images, kept with the set
             to render its preview grid.
     """
+
+    # Objective
+    distill_method: str = field(
+        default="unrolled",
+        metadata={
+            "help": "unrolled (Sucholutsky & Schonlau), gradient_matching (Zhao et al.) or distribution_matching "
+            "(Zhao & Bilen).",
+            "choices": list(DISTILL_METHODS),
+        },
+    )
 
     # Synthetic set
     synthetic_per_class: int = field(default=1, metadata={"help": "Synthetic examples per class."})
@@ -72,7 +93,9 @@ class DistillationConfig(TrainingArguments):
         default="real",
         metadata={"help": "Initialise synthetic inputs from real examples or noise.", "choices": ["real", "noise"]},
     )
-    learn_labels: bool = field(default=True, metadata={"help": "Learn soft labels."})
+    learn_labels: bool | None = field(
+        default=None, metadata={"help": "Learn soft labels (default: yes, except with distribution matching)."}
+    )
     label_learning_rate: float = field(default=0.01, metadata={"help": "Adam step size of the label logits."})
 
     # Learner and inner loop
@@ -93,7 +116,9 @@ class DistillationConfig(TrainingArguments):
     inner_steps: int = field(default=10, metadata={"help": "Inner gradient steps per inner epoch."})
     inner_epochs: int = field(default=3, metadata={"help": "Inner epochs (each step has its own step size)."})
     step_size_init: float = field(default=0.02, metadata={"help": "Initial inner learning rate."})
-    learn_step_sizes: bool = field(default=True, metadata={"help": "Learn the per-step inner learning rates."})
+    learn_step_sizes: bool | None = field(
+        default=None, metadata={"help": "Learn the per-step inner learning rates (default: yes, with unrolled)."}
+    )
     step_size_learning_rate: float = field(default=0.01, metadata={"help": "Adam step size of the log step sizes."})
     backprop_steps: int | None = field(
         default=None, metadata={"help": "Back-propagate through only the last K inner steps (default: all)."}
@@ -109,9 +134,12 @@ class DistillationConfig(TrainingArguments):
 
     # Evaluation
     num_eval_models: int = field(default=10, metadata={"help": "Fresh learners trained on the distilled set."})
-    eval_protocol: str = field(
-        default="learned",
-        metadata={"help": "Train eval learners with learned step sizes or Adam.", "choices": ["learned", "adam"]},
+    eval_protocol: str | None = field(
+        default=None,
+        metadata={
+            "help": "Train eval learners with learned step sizes or Adam (default: learned for unrolled, else adam).",
+            "choices": ["learned", "adam"],
+        },
     )
     eval_train_steps: int = field(default=300, metadata={"help": "Adam steps (eval_protocol=adam and baseline)."})
     eval_learning_rate: float = field(
@@ -129,11 +157,21 @@ class DistillationConfig(TrainingArguments):
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Schedule of the synthetic set's optimiser."})
     logging_steps: float = field(default=50, metadata={"help": "Log every N outer steps."})
     save_steps: float = field(default=500, metadata={"help": "Checkpoint every N outer steps."})
+    # DDP's default hooks cannot follow the unroll's double backward; the synthetic set's graph is the same every
+    # step, so a static graph averages its gradients across processes once per backward.
+    ddp_static_graph: bool | None = field(default=True, metadata={"help": "DDP static graph (needed by the unroll)."})
+    ddp_find_unused_parameters: bool | None = field(
+        default=False, metadata={"help": "DDP find_unused_parameters (the synthetic set uses all its tensors)."}
+    )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Keep the real-data columns: the synthetic set's forward takes none."}
     )
 
     def __post_init__(self):
+        if not self.use_cpu and _launched_on_cpus():
+            # `accelerate launch --num_processes N` / `torchrun` on a machine without accelerators: TrainingArguments
+            # would otherwise start N unconnected single processes; `use_cpu` makes them one gloo process group.
+            self.use_cpu = True
         super().__post_init__()
         from .learners import LEARNERS, is_pretrained_learner
 
@@ -167,9 +205,44 @@ class DistillationConfig(TrainingArguments):
             )
         if self.random_truncation and self.backprop_steps is None:
             raise ValueError("random_truncation needs backprop_steps (the length of the back-propagated window).")
+        self._resolve_method_options()
         if self.num_eval_models < 1:
             raise ValueError(f"num_eval_models must be >= 1 (got {self.num_eval_models}).")
+
+    def _resolve_method_options(self):
+        """Defaults that depend on `distill_method`, and the options a matching objective cannot honour."""
+        if self.distill_method not in DISTILL_METHODS:
+            raise ValueError(
+                f"distill_method must be one of {', '.join(DISTILL_METHODS)} (got {self.distill_method!r})."
+            )
+        unrolled = self.distill_method == "unrolled"
+        # All but the last need the inner training loop of the unrolled method; DM's objective ignores the labels.
+        unsupported = {
+            "learn_step_sizes": not unrolled and self.learn_step_sizes,
+            "eval_protocol='learned'": not unrolled and self.eval_protocol == "learned",
+            "backprop_steps": not unrolled and self.backprop_steps is not None,
+            "random_truncation": not unrolled and self.random_truncation,
+            "learn_labels": self.distill_method == "distribution_matching" and self.learn_labels,
+        }
+        for option, asked in unsupported.items():
+            if asked:
+                raise ValueError(f"distill_method={self.distill_method!r} does not support {option}.")
+        if self.learn_step_sizes is None:
+            self.learn_step_sizes = unrolled
+        if self.learn_labels is None:
+            self.learn_labels = self.distill_method != "distribution_matching"
+        if self.eval_protocol is None:
+            self.eval_protocol = "learned" if unrolled else "adam"
 
     @property
     def total_inner_steps(self) -> int:
         return self.inner_steps * self.inner_epochs
+
+
+def _launched_on_cpus() -> bool:
+    """Launched as one of several processes (WORLD_SIZE > 1) on a machine with no GPU or other accelerator."""
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    return torch.accelerator.current_accelerator() is None

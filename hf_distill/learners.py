@@ -61,6 +61,7 @@ class _Learner(PreTrainedModel):
     config_class = LearnerConfig
     base_model_prefix = "learner"
     main_input_name = "pixel_values"
+    head_name = "classifier"  # the last linear layer
 
     def _init_weights(self, module):
         # PyTorch's default init (Kaiming-uniform); LeNet overrides it with the reference code's.
@@ -72,13 +73,18 @@ class _Learner(PreTrainedModel):
         for module in self.modules():
             self._init_weights(module)
 
-    def _output(self, logits, labels):
+    def _output(self, features, labels):
+        """Logits from the penultimate `features`, which are also returned as the last of `hidden_states` (the
+        embedding that distribution matching compares)."""
+        logits = getattr(self, self.head_name)(features)
         loss = soft_cross_entropy(logits, labels) if labels is not None else None
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=(features,))
 
 
 class LeNet(_Learner):
     """LeNet-5 as in the dataset-distillation papers (ReLU, max-pool)."""
+
+    head_name = "fc3"
 
     def __init__(self, config: LearnerConfig):
         super().__init__(config)
@@ -104,8 +110,7 @@ class LeNet(_Learner):
     def forward(self, pixel_values, labels=None, **kwargs):
         x = F.max_pool2d(F.relu(self.conv1(pixel_values)), 2)
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        x = F.relu(self.fc2(F.relu(self.fc1(x.flatten(1)))))
-        return self._output(self.fc3(x), labels)
+        return self._output(F.relu(self.fc2(F.relu(self.fc1(x.flatten(1))))), labels)
 
 
 class ConvNet(_Learner):
@@ -132,7 +137,7 @@ class ConvNet(_Learner):
         self.post_init()
 
     def forward(self, pixel_values, labels=None, **kwargs):
-        return self._output(self.classifier(self.features(pixel_values).flatten(1)), labels)
+        return self._output(self.features(pixel_values).flatten(1), labels)
 
 
 class TextCNN(_Learner):
@@ -157,7 +162,7 @@ class TextCNN(_Learner):
             x = x * attention_mask.unsqueeze(-1).to(x.dtype)
         x = x.transpose(1, 2)  # [B, D, L]
         pooled = [F.relu(conv(x)).amax(dim=-1) for conv in self.convs]
-        return self._output(self.classifier(self.dropout(torch.cat(pooled, dim=-1))), labels)
+        return self._output(self.dropout(torch.cat(pooled, dim=-1)), labels)
 
 
 class TextLSTM(_Learner):
@@ -183,7 +188,7 @@ class TextLSTM(_Learner):
         else:
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-        return self._output(self.classifier(self.dropout(pooled)), labels)
+        return self._output(self.dropout(pooled), labels)
 
 
 LEARNERS = {"lenet": LeNet, "convnet": ConvNet, "textcnn": TextCNN, "textlstm": TextLSTM}

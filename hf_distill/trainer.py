@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate.utils import gather_object
 from huggingface_hub import HfApi
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader
@@ -24,7 +25,7 @@ from .learners import (
     load_pretrained_learner,
     trainable_parameters,
 )
-from .methods.unrolled import learner_logits, unroll
+from .methods import distribution_matching_loss, gradient_matching_loss, learner_logits, unroll
 from .synthetic import DistilledDataset, SyntheticSet, initial_label_logits, nearest_tokens
 
 
@@ -142,6 +143,18 @@ class DistillationTrainer(Trainer):
                     f"The learner's input embeddings are {width} wide but those of the embedding model "
                     f"{args.embedding_model!r} are {embedding_matrix.shape[1]} wide."
                 )
+        if args.distill_method != "unrolled":
+            n = args.num_synthetic or args.synthetic_per_class * num_labels
+            if n < num_labels:
+                raise ValueError(
+                    f"{args.distill_method} matches each class separately: it needs at least one synthetic example "
+                    f"per class ({num_labels}), not num_synthetic={n}."
+                )
+            if self.pretrained and args.distill_method == "distribution_matching":
+                raise ValueError(
+                    "distribution_matching compares the penultimate embeddings of hf_distill's own learners; "
+                    f"use 'unrolled' or 'gradient_matching' with {args.learner!r}."
+                )
         # Its weights are passed functionally; no dropout (eval, or p=0 for pretrained learners)
         self.learner = learner.eval().requires_grad_(False)
         synthetic = self._init_synthetic(args, train_dataset, num_labels)
@@ -223,12 +236,31 @@ class DistillationTrainer(Trainer):
         return F.embedding(ids, self.embedding_matrix).to(device), batch["attention_mask"].to(device), labels
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        # One outer step: unroll a learner on the synthetic set, return its loss on the real batch.
+        # One outer step: a learner (fresh or fixed init) scores the synthetic set against a real batch.
         x_syn, mask_syn, soft_labels, step_sizes = model()
         x, mask, y = self._real_inputs(inputs)
         seed = self._unroll_seed()
         params = self.fixed_init if self.fixed_init is not None else self._learner_init(seed)
         params = {k: v.to(x.device) for k, v in params.items()}
+        method = self.args.distill_method
+        if method == "unrolled":
+            loss = self._unrolled_loss(params, x_syn, mask_syn, soft_labels, step_sizes, x, mask, y, seed)
+        else:
+            classes = self.accelerator.unwrap_model(model).label_logits.argmax(-1)  # the class each example stands for
+            if method == "distribution_matching":
+                loss = distribution_matching_loss(self.learner, params, x_syn, mask_syn, classes, x, mask, y)
+            else:
+                loss = gradient_matching_loss(self.learner, params, x_syn, mask_syn, soft_labels, classes, x, mask, y)
+        if not torch.isfinite(loss):
+            raise DistillationDivergedError(
+                f"Distillation diverged at step {self.state.global_step}: the outer loss is {loss.item()}. The "
+                f"checkpoints in {self.args.output_dir} are kept; lower learning_rate or step_size_learning_rate, "
+                "or set backprop_steps."
+            )
+        return (loss, {"loss": loss}) if return_outputs else loss
+
+    def _unrolled_loss(self, params, x_syn, mask_syn, soft_labels, step_sizes, x, mask, y, seed):
+        """Train the learner on the synthetic set for the learned steps; its cross-entropy on the real batch."""
         num_steps = len(step_sizes)
         if self.args.random_truncation:  # RaT-BPTT: a random unroll length, back-propagated through its last steps
             num_steps = random.Random(seed).randint(self.args.backprop_steps, num_steps)
@@ -241,14 +273,7 @@ class DistillationTrainer(Trainer):
             step_sizes[:num_steps],
             backprop_steps=self.args.backprop_steps,
         )
-        loss = F.cross_entropy(learner_logits(self.learner, params, x, mask), y)
-        if not torch.isfinite(loss):
-            raise DistillationDivergedError(
-                f"Distillation diverged at step {self.state.global_step}: the outer loss is {loss.item()}. The "
-                f"checkpoints in {self.args.output_dir} are kept; lower learning_rate or step_size_learning_rate, "
-                "or set backprop_steps."
-            )
-        return (loss, {"loss": loss}) if return_outputs else loss
+        return F.cross_entropy(learner_logits(self.learner, params, x, mask), y)
 
     def create_optimizer(self, model=None):
         # What is optimised is the synthetic set: inputs, label logits and step sizes each get their own step size.
@@ -266,7 +291,7 @@ class DistillationTrainer(Trainer):
 
     def log(self, logs, start_time=None):
         # Also log the mean learned inner step size: its drift is the first sign of an unstable run.
-        if "loss" in logs:
+        if "loss" in logs and self.model.log_step_sizes.requires_grad:
             logs["inner_step_size"] = round(self.model.log_step_sizes.detach().exp().mean().item(), 6)
         super().log(logs, start_time)
 
@@ -288,7 +313,8 @@ class DistillationTrainer(Trainer):
         mask = None if distilled.attention_mask is None else distilled.attention_mask.to(device)
         steps = distilled.step_sizes.to(device) if args.eval_protocol == "learned" else None
         runs, baseline_runs = [], []
-        for i in range(args.num_eval_models):
+        # The fresh learners are split across processes (model i on process i mod N), then gathered in order.
+        for i in range(args.process_index, args.num_eval_models, args.world_size):
             init = self.fixed_init if self.fixed_init is not None else self._learner_init(args.seed + 100_003 + i)
             init = {k: v.to(device) for k, v in init.items()}
             params = train_on_set(
@@ -301,17 +327,22 @@ class DistillationTrainer(Trainer):
                 steps=args.eval_train_steps,
                 lr=args.eval_learning_rate,
             )
-            runs.append(self.compute_metrics(predict(self.learner, params, self._eval_batches(rows))))
+            runs.append((i, self.compute_metrics(predict(self.learner, params, self._eval_batches(rows)))))
             if args.eval_baseline:  # a random real subset with the same number of examples per class, hard labels
                 bx, bmask, by = self._real_examples(self.train_dataset, distilled.labels.tolist(), args.seed + i)
                 params = train_on_set(
                     self.learner, init, bx, bmask, by, steps=args.eval_train_steps, lr=args.eval_learning_rate
                 )
-                baseline_runs.append(self.compute_metrics(predict(self.learner, params, self._eval_batches(rows))))
+                baseline_runs.append(
+                    (i, self.compute_metrics(predict(self.learner, params, self._eval_batches(rows))))
+                )
+        runs, baseline_runs = (
+            [m for _, m in sorted(gather_object(r), key=lambda t: t[0])] for r in (runs, baseline_runs)
+        )
         metrics = summarize(runs, metric_key_prefix)
         if baseline_runs:
             metrics.update(summarize(baseline_runs, f"{metric_key_prefix}_baseline"))
-        metrics[f"{metric_key_prefix}_num_models"] = args.num_eval_models
+        metrics[f"{metric_key_prefix}_num_models"] = len(runs)
         metrics[f"{metric_key_prefix}_num_examples"] = len(eval_dataset)
         self.eval_metrics = metrics
         self.log(metrics)

@@ -1,0 +1,45 @@
+"""Run by tests/test_distributed.py under `accelerate launch --num_processes 2`: distil an image folder, evaluate,
+then every process writes its own copy of the synthetic set so the test can compare them bit for bit.
+
+    accelerate launch --cpu --num_processes 2 tests/distributed_distill.py DATASET OUTPUT_DIR
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from hf_distill import DataArguments, DistillationConfig, DistillationTrainer, load_real_data
+
+
+def main(dataset: str, output_dir: str) -> None:
+    args = DistillationConfig(
+        output_dir=output_dir,
+        learner="convnet",
+        max_steps=4,
+        inner_steps=2,
+        inner_epochs=1,
+        per_device_train_batch_size=16,
+        num_eval_models=3,
+        eval_train_steps=5,
+        disable_tqdm=True,
+        save_strategy="no",
+        report_to="none",
+    )
+    data = load_real_data(DataArguments(dataset=dataset), seed=args.seed)
+    trainer = DistillationTrainer(args=args, train_dataset=data.train, eval_dataset=data.eval)
+    trainer.train()
+    metrics = trainer.evaluate()
+    trainer.save_model()
+    out = Path(output_dir)
+    state = trainer.accelerator.unwrap_model(trainer.model).state_dict()
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in state.items()},
+        str(out / f"rank{args.process_index}.safetensors"),
+    )
+    (out / f"rank{args.process_index}.json").write_text(json.dumps({"world_size": args.world_size, **metrics}))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

@@ -1,0 +1,104 @@
+"""Gradient matching and distribution matching (`distill_method`), on the toy image problem and a toy text one."""
+
+import pytest
+import torch
+from conftest import quick_config
+
+from hf_distill import DistillationConfig, DistillationTrainer, build_learner
+from hf_distill.methods import distribution_matching_loss, gradient_matching_loss, learner_features
+
+METHODS = ["gradient_matching", "distribution_matching"]
+
+
+def objective(trainer, method, x, y):
+    """The method's loss on the whole real set `x, y` under the trainer's fixed init."""
+    synthetic = trainer.model
+    classes = synthetic.label_logits.argmax(-1)
+    params = trainer.fixed_init
+    with torch.enable_grad():
+        if method == "distribution_matching":
+            return distribution_matching_loss(trainer.learner, params, synthetic.inputs, None, classes, x, None, y)
+        soft = synthetic.label_logits.softmax(-1)
+        return gradient_matching_loss(trainer.learner, params, synthetic.inputs, None, soft, classes, x, None, y)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_matching_lowers_its_own_loss_and_changes_the_set(tmp_path, image_data, method):
+    train, test = image_data
+    args = quick_config(
+        tmp_path, distill_method=method, learner_init="fixed", max_steps=30, learning_rate=0.05, num_eval_models=1
+    )
+    learner = build_learner("convnet", 4, image_size=8, width=8)
+    trainer = DistillationTrainer(args=args, train_dataset=train, eval_dataset=test, learner=learner)
+    real = train.with_format("torch")[:]
+    x, y = real["pixel_values"], real["labels"]
+    before_inputs = trainer.model.inputs.detach().clone()
+    before = objective(trainer, method, x, y).item()
+    trainer.train()
+    after = objective(trainer, method, x, y).item()
+    assert after < 0.8 * before, (before, after)
+    assert not torch.equal(before_inputs, trainer.model.inputs.detach())
+    assert not trainer.model.log_step_sizes.requires_grad  # nothing to learn them from
+    metrics = trainer.evaluate()  # with Adam (eval_protocol defaults to "adam" for matching objectives)
+    assert 0.0 <= metrics["eval_accuracy"] <= 1.0
+
+
+def test_distribution_matching_beats_random_real_subset(tmp_path, image_data):
+    train, test = image_data
+    args = quick_config(
+        tmp_path,
+        distill_method="distribution_matching",
+        max_steps=100,
+        learning_rate=0.1,
+        num_eval_models=3,
+        eval_train_steps=100,
+        synthetic_init="noise",
+    )
+    learner = build_learner("convnet", 4, image_size=8, width=8)
+    trainer = DistillationTrainer(args=args, train_dataset=train, eval_dataset=test, learner=learner)
+    trainer.train()
+    metrics = trainer.evaluate()
+    assert metrics["eval_accuracy"] > metrics["eval_baseline_accuracy"] + 0.1, metrics
+
+
+def test_learners_return_their_penultimate_features():
+    for name, inputs in (("lenet", torch.randn(2, 1, 28, 28)), ("convnet", torch.randn(2, 1, 8, 8))):
+        learner = build_learner(name, 3, image_size=inputs.shape[-1]).eval()
+        features = learner_features(learner, dict(learner.named_parameters()), inputs)
+        assert features.shape[0] == 2 and features.dim() == 2
+        head = learner.fc3 if name == "lenet" else learner.classifier
+        assert torch.allclose(head(features), learner(pixel_values=inputs).logits)
+    text = build_learner("textcnn", 2, hidden_size=8, width=4).eval()
+    embeds, mask = torch.randn(2, 6, 8), torch.ones(2, 6)
+    assert learner_features(text, dict(text.named_parameters()), embeds, mask).shape == (2, 12)
+
+
+@pytest.mark.parametrize(
+    "kwargs, option",
+    [
+        ({"distill_method": "distribution_matching", "learn_labels": True}, "learn_labels"),
+        ({"distill_method": "distribution_matching", "learn_step_sizes": True}, "learn_step_sizes"),
+        ({"distill_method": "gradient_matching", "eval_protocol": "learned"}, "eval_protocol='learned'"),
+        ({"distill_method": "gradient_matching", "backprop_steps": 2}, "backprop_steps"),
+        ({"distill_method": "other"}, "distill_method must be one of"),
+    ],
+)
+def test_options_a_matching_objective_cannot_honour_fail_at_configuration(tmp_path, kwargs, option):
+    with pytest.raises(ValueError, match=option.replace("(", r"\(")):
+        DistillationConfig(output_dir=str(tmp_path), **kwargs)
+
+
+def test_defaults_follow_the_method(tmp_path):
+    dm = DistillationConfig(output_dir=str(tmp_path), distill_method="distribution_matching")
+    assert (dm.learn_labels, dm.learn_step_sizes, dm.eval_protocol) == (False, False, "adam")
+    gm = DistillationConfig(output_dir=str(tmp_path), distill_method="gradient_matching")
+    assert (gm.learn_labels, gm.learn_step_sizes, gm.eval_protocol) == (True, False, "adam")
+    unrolled = DistillationConfig(output_dir=str(tmp_path))
+    assert (unrolled.learn_labels, unrolled.learn_step_sizes, unrolled.eval_protocol) == (True, True, "learned")
+
+
+def test_matching_needs_an_example_per_class(tmp_path, image_data):
+    train, test = image_data
+    args = quick_config(tmp_path, distill_method="gradient_matching", num_synthetic=2)
+    with pytest.raises(ValueError, match="at least one synthetic example per class"):
+        DistillationTrainer(args=args, train_dataset=train, eval_dataset=test)
