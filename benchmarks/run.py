@@ -2,12 +2,14 @@
 
     python benchmarks/run.py mnist-fixed            # distillation + evaluation, preset defaults
     python benchmarks/run.py imdb-random-full-data  # the ceiling: the same learner trained on all the data
+    accelerate launch --multi_gpu --num_processes 2 benchmarks/run.py digits-demo  # data-parallel, CPU or GPU
 
 Each record holds the accuracy figures, wall time, time per outer step, peak memory (max RSS), the device, the
 library versions and the exact command, so docs/benchmarks.md can quote it.
 """
 
 import json
+import os
 import platform
 import resource
 import sys
@@ -26,6 +28,8 @@ BENCHMARKS = {
     "mnist-random": ["--dataset", str(SHARED / "data/mnist"), "--learner_init", "random"],
     "imdb-random": ["--dataset", str(SHARED / "data/imdb"), "--embedding_model", MINILM],
     "digits-demo": [],
+    # issue 6: the DC/DM/MTT ConvNet, random init, for comparing objectives (--distill_method)
+    "mnist-convnet": ["--dataset", str(SHARED / "data/mnist"), "--learner", "convnet", "--learner_init", "random"],
     # issue 3: the pretrained MiniLM itself as the learner (fresh head per inner run), 1 sequence per class
     "imdb-minilm": ["--dataset", str(SHARED / "data/imdb"), "--learner", MINILM, "--synthetic_per_class", "1"],
     "ag_news-minilm": ["--dataset", str(SHARED / "data/ag_news"), "--learner", MINILM, "--synthetic_per_class", "1"],
@@ -40,6 +44,11 @@ def device() -> str:
         platform.processor(),
     )
     return f"CPU: {cpu}, {torch.get_num_threads()} threads"
+
+
+def launcher() -> str:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return "python" if world == 1 else f"accelerate launch --multi_gpu --num_processes {world}"
 
 
 def versions() -> dict:
@@ -101,7 +110,7 @@ def full_data(name: str) -> dict:
 
 
 def main(name: str, extra: list[str]) -> None:
-    from hf_distill.cli import distill
+    from hf_distill.cli import distill, parse_args
 
     start = time.time()
     if name.endswith("-full-data"):
@@ -110,24 +119,26 @@ def main(name: str, extra: list[str]) -> None:
     else:
         argv = BENCHMARKS[name] + ["--output_dir", str(OUT / name), "--disable_tqdm", "true"] + extra
         metrics = distill(argv)
-        steps = json.loads((OUT / name / "train_results.json").read_text())
+        output_dir = Path(parse_args(argv)[1].output_dir)  # extra flags may name another one
+        steps = json.loads((output_dir / "train_results.json").read_text())
     record = {
         "benchmark": name,
-        "command": f"python benchmarks/run.py {' '.join([name, *extra])}",
+        "command": f"{launcher()} benchmarks/run.py {' '.join([name, *extra])}",
         **{k: v for k, v in metrics.items() if k.startswith("eval_")},
         "wall_time_s": round(time.time() - start, 1),
         "train_runtime_s": None if steps is None else steps["train_runtime"],
         "peak_memory_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "device": device(),
+        "processes": int(os.environ.get("WORLD_SIZE", "1")),  # under accelerate launch / torchrun
         "versions": versions(),
         "date": time.strftime("%Y-%m-%d"),
     }
     if steps is not None:
-        from hf_distill.cli import parse_args
-
         _, args = parse_args(BENCHMARKS[name] + extra)
         record["outer_steps"] = args.max_steps
         record["time_per_outer_step_s"] = round(steps["train_runtime"] / args.max_steps, 3)
+    if int(os.environ.get("RANK", "0")) != 0:  # one record per run: the main process writes it
+        return
     print(json.dumps(record, indent=2))
     with open(ROOT / "benchmarks" / "results.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")

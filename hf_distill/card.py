@@ -10,15 +10,25 @@ from pathlib import Path
 
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from .noise import describe as describe_noise
+
 TEMPLATE = Path(__file__).parent / "templates" / "dataset_card.md"
 SECTION = re.compile(r"<!-- hf_distill:begin (\w+) -->.*?<!-- hf_distill:end \1 -->", re.S)
 TAGS = ["dataset-distillation", "hf_distill", "synthetic"]
 TASKS = {"text": "text-classification", "image": "image-classification"}
 HYPERPARAMETERS = (
-    "synthetic_per_class", "num_synthetic", "synthetic_init", "learn_labels", "inner_steps", "inner_epochs",
-    "step_size_init", "learn_step_sizes", "backprop_steps", "random_truncation", "max_steps", "learning_rate",
-    "label_learning_rate", "step_size_learning_rate", "per_device_train_batch_size", "seed",
+    "distill_method", "synthetic_per_class", "num_synthetic", "synthetic_init", "learn_labels", "inner_steps",
+    "inner_epochs", "step_size_init", "learn_step_sizes", "backprop_steps", "random_truncation", "max_steps",
+    "learning_rate", "label_learning_rate", "step_size_learning_rate", "per_device_train_batch_size", "seed",
 )  # fmt: skip
+METHODS = {
+    "unrolled": "unrolled soft-label distillation (Sucholutsky & Schonlau): synthetic inputs, soft labels and "
+    "per-step learning rates are learned by back-propagating a real-data loss through the learner's training steps.",
+    "gradient_matching": "gradient matching (Zhao et al., ICLR 2021): per class, the learner's loss gradients on the "
+    "synthetic examples are matched to those on real examples, under fresh learner inits.",
+    "distribution_matching": "distribution matching (Zhao & Bilen, WACV 2023): per class, the mean embedding of the "
+    "synthetic examples is matched to that of real examples under randomly initialised learners.",
+}
 PREVIEW_TOKENS = 48  # tokens per sequence shown in the card; preview.txt has all of them
 
 
@@ -71,8 +81,7 @@ def render_card(distilled, repo_id: str | None = None) -> DatasetCard:
         size_categories=["n<1K"],
         source_datasets=[source] if _is_hub_id(meta.get("source_dataset")) else None,
     )
-    method = "unrolled soft-label distillation (Sucholutsky & Schonlau): synthetic inputs, soft labels and per-step "
-    method += "learning rates are learned by back-propagating a real-data loss through the learner's training steps."
+    method = METHODS[config.get("distill_method", "unrolled")]
     if config.get("random_truncation"):
         method += " The unroll is back-propagated through a random window (RaT-BPTT, Feng et al.)."
     return DatasetCard.from_template(
@@ -92,7 +101,7 @@ def render_card(distilled, repo_id: str | None = None) -> DatasetCard:
         num_source_examples=meta.get("num_source_examples"),
         embedding_model=meta.get("embedding_model"),
         embedding_revision=meta.get("embedding_revision"),
-        label_noise=meta.get("label_noise"),
+        label_noise=describe_noise(meta.get("label_noise")),
         accuracy=_percent(metrics, "eval_accuracy"),
         baseline_accuracy=_percent(metrics, "eval_baseline_accuracy"),
         full_data_accuracy=_percent(metrics, "eval_full_data_accuracy"),

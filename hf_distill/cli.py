@@ -70,6 +70,7 @@ def distill(argv: list[str]) -> dict:
         source_dataset=data_args.dataset,
         source_revision=hub_revision(data_args.dataset, "dataset", data_args.dataset_revision),
         embedding_revision=hub_revision(args.embedding_model) if data.modality == "text" else None,
+        label_noise=data.label_noise,
     )
     train_result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_metrics("train", train_result.metrics)

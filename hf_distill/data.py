@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from datasets import Array3D, ClassLabel, Dataset, DatasetDict, Features, load_dataset, load_from_disk
 
+from .noise import add_label_noise, asymmetric_mapping, check_noise_options
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -122,6 +124,17 @@ class DataArguments:
     eval_max_samples: int | None = field(
         default=None, metadata={"help": "Evaluate on a fixed random subset of this size."}
     )
+    label_noise_type: str | None = field(
+        default=None,
+        metadata={"help": "Corrupt the training labels (experiments).", "choices": ["symmetric", "asymmetric"]},
+    )
+    label_noise_rate: float = field(default=0.0, metadata={"help": "Share of training labels to corrupt, in [0, 1)."})
+    label_noise_pair_flip: bool = field(
+        default=False, metadata={"help": "Asymmetric noise without a known mapping: flip class i into i+1."}
+    )
+
+    def __post_init__(self):
+        check_noise_options(self.label_noise_type, self.label_noise_rate)
 
 
 def find_preset(dataset: str, preset: str | None = None) -> Preset | None:
@@ -214,6 +227,7 @@ class RealData:
     modality: str
     image_mean: list[float] | None = None
     image_std: list[float] | None = None
+    label_noise: dict | None = None  # what `add_label_noise` did to `train` (which then keeps `clean_labels`)
 
 
 def load_real_data(
@@ -273,26 +287,42 @@ def load_real_data(
     if data_args.eval_max_samples:
         evaluation = evaluation.shuffle(seed=42).select(range(min(data_args.eval_max_samples, len(evaluation))))
 
+    if data_args.label_noise_type == "asymmetric":  # no known mapping: fail before tokenising or reading images
+        preset_name = next((k for k, v in PRESETS.items() if v is preset), None)
+        asymmetric_mapping(len(label_names), preset_name, data_args.label_noise_pair_flip)
+
     if modality == "text":
         if tokenizer is None:
             raise ValueError(
                 f"{data_args.dataset!r} is a text dataset: an embedding model (--embedding_model) is needed."
             )
         prepare = lambda ds: tokenize(ds, tokenizer, inputs, label_col, label_names, data_args.max_length)
-        return RealData(prepare(train), prepare(evaluation), label_names, "text")
-    train_x = images_to_array(train[inputs[0]])
-    if image_mean is None or image_std is None:
-        image_mean = train_x.mean(axis=(0, 2, 3)).tolist()
-        image_std = train_x.std(axis=(0, 2, 3)).tolist()
-    prepare = lambda ds, x: pixel_dataset(x, ds[label_col], label_names, image_mean, image_std)
-    return RealData(
-        prepare(train, train_x),
-        prepare(evaluation, images_to_array(evaluation[inputs[0]])),
-        label_names,
-        "image",
-        list(image_mean),
-        list(image_std),
-    )
+        data = RealData(prepare(train), prepare(evaluation), label_names, "text")
+    else:
+        train_x = images_to_array(train[inputs[0]])
+        if image_mean is None or image_std is None:
+            image_mean = train_x.mean(axis=(0, 2, 3)).tolist()
+            image_std = train_x.std(axis=(0, 2, 3)).tolist()
+        prepare = lambda ds, x: pixel_dataset(x, ds[label_col], label_names, image_mean, image_std)
+        data = RealData(
+            prepare(train, train_x),
+            prepare(evaluation, images_to_array(evaluation[inputs[0]])),
+            label_names,
+            "image",
+            list(image_mean),
+            list(image_std),
+        )
+    if data_args.label_noise_type and data_args.label_noise_rate > 0:  # the training labels only; eval stays clean
+        preset_name = next((k for k, v in PRESETS.items() if v is preset), None)
+        data.train, data.label_noise = add_label_noise(
+            data.train,
+            data_args.label_noise_type,
+            data_args.label_noise_rate,
+            seed,
+            preset_name,
+            data_args.label_noise_pair_flip,
+        )
+    return data
 
 
 class TensorRows(torch.utils.data.Dataset):

@@ -51,6 +51,7 @@ class DistillationTrainer(Trainer):
         compute_metrics: `EvalPrediction -> dict`, as for `Trainer`; default: offline accuracy.
         source_dataset: name of the real dataset, recorded with the distilled set (and on its card).
         source_revision, embedding_revision: the revisions of the real dataset and the embedding model, if known.
+        label_noise: the noise injected into the real labels (`RealData.label_noise`), recorded with the set.
         embedding_matrix: the frozen `[vocab, hidden]` input embeddings (text), when already loaded; default: loaded
             from `args.embedding_model`.
     """
@@ -71,6 +72,7 @@ class DistillationTrainer(Trainer):
         embedding_matrix: torch.Tensor | None = None,
         source_revision: str | None = None,
         embedding_revision: str | None = None,
+        label_noise: dict | None = None,
     ):
         # Args
         args = args if args is not None else DistillationConfig()
@@ -94,6 +96,7 @@ class DistillationTrainer(Trainer):
         num_labels = len(self.class_names)
         self.source_dataset, self.source_revision = source_dataset, source_revision
         self.embedding_revision = embedding_revision
+        self.label_noise = label_noise
 
         # Model: the frozen embeddings (text), the learner, and the synthetic set the Trainer optimises
         self.embedding_matrix = None
@@ -371,6 +374,7 @@ class DistillationTrainer(Trainer):
                 "source_dataset": self.source_dataset,
                 "source_revision": self.source_revision,
                 "num_source_examples": len(self.train_dataset),
+                "label_noise": self.label_noise,
                 "learner": type(self.learner).__name__,
                 "learner_config": self.learner.config.to_dict(),
                 "learner_init": self.args.learner_init,

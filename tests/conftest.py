@@ -51,6 +51,25 @@ NEGATIVE = "bad awful poor nasty dull boring".split()
 FILLER = "the a movie film plot it was and very quite".split()
 
 
+# CLI flags for seconds-long runs
+QUICK_FLAGS = [
+    "--max_steps",
+    "3",
+    "--inner_steps",
+    "2",
+    "--inner_epochs",
+    "1",
+    "--num_eval_models",
+    "2",
+    "--eval_train_steps",
+    "5",
+    "--disable_tqdm",
+    "true",
+    "--save_strategy",
+    "no",
+]
+
+
 def quick_config(tmp_path, **kwargs) -> DistillationConfig:
     """A config for seconds-long runs: few steps, no progress bars, no checkpoints unless asked."""
     defaults = dict(

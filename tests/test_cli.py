@@ -3,26 +3,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import QUICK_FLAGS as QUICK
 
 from hf_distill import DistilledDataset
 from hf_distill.cli import main, parse_args
-
-QUICK = [
-    "--max_steps",
-    "3",
-    "--inner_steps",
-    "2",
-    "--inner_epochs",
-    "1",
-    "--num_eval_models",
-    "2",
-    "--eval_train_steps",
-    "5",
-    "--disable_tqdm",
-    "true",
-    "--save_strategy",
-    "no",
-]
 
 
 def test_distill_writes_set_and_eval_results(tmp_path, image_dataset_dir, capsys):
@@ -85,6 +69,8 @@ def test_yaml_config_and_command_line_precedence(tmp_path):
         (["--synthetic_per_class", "0"], "synthetic_per_class must be >= 1"),
         (["--learner", "resnet"], "Unknown learner 'resnet'"),
         (["--config", "missing.yaml"], "Config file 'missing.yaml' could not be read"),
+        (["--label_noise_type", "symmetric", "--label_noise_rate", "1.0"], "label_noise_rate must be in [0, 1)"),
+        (["--label_noise_type", "asymmetric", "--label_noise_rate", "0.2"], "No known asymmetric label-noise mapping"),
     ],
 )
 def test_bad_input_is_one_line_and_leaves_output_dir_alone(tmp_path, capsys, flags, message):
