@@ -56,6 +56,13 @@ class DistillationConfig(TrainingArguments):
         random_truncation (`bool`, defaults to `False`): with `backprop_steps`, stop the unroll after a random
             number of steps in [`backprop_steps`, all] each outer step (Feng et al., ICLR 2024, RaT-BPTT).
 
+        > Noisy labels
+
+        trust_aware (`bool`, defaults to `False`): every `trust_interval` outer steps, score the real training
+            examples with `trust_models` learners trained on the current set, keep the small-loss ones of each class
+            (a Gaussian mixture per class) as trusted, relabel untrusted ones whose features confirm their predicted
+            class, and compute the real-data objective on trusted examples only (see `hf_distill.methods.trust`).
+
         > Text
 
         embedding_model (`str` or `None`): Hub id or path of the model whose tokenizer and frozen input-embedding
@@ -126,6 +133,13 @@ class DistillationConfig(TrainingArguments):
     random_truncation: bool = field(
         default=False, metadata={"help": "Unroll a random number of steps in [backprop_steps, all] (RaT-BPTT)."}
     )
+
+    # Noisy labels
+    trust_aware: bool = field(
+        default=False, metadata={"help": "Distil from trusted real examples only, recalibrating the others (TAD)."}
+    )
+    trust_interval: int = field(default=200, metadata={"help": "Outer steps between trust rounds."})
+    trust_models: int = field(default=3, metadata={"help": "Learners that score the real data in a trust round."})
 
     # Text
     embedding_model: str | None = field(
@@ -206,6 +220,10 @@ class DistillationConfig(TrainingArguments):
         if self.random_truncation and self.backprop_steps is None:
             raise ValueError("random_truncation needs backprop_steps (the length of the back-propagated window).")
         self._resolve_method_options()
+        if self.trust_interval < 1 or self.trust_models < 1:
+            raise ValueError(
+                f"trust_interval and trust_models must be >= 1 (got {self.trust_interval}, {self.trust_models})."
+            )
         if self.num_eval_models < 1:
             raise ValueError(f"num_eval_models must be >= 1 (got {self.num_eval_models}).")
 

@@ -332,9 +332,11 @@ class TensorRows(torch.utils.data.Dataset):
     model inputs of a distillation run (pixels or padded token ids) fit in memory.
     """
 
-    def __init__(self, dataset: Dataset, columns: list[str]):
+    def __init__(self, dataset: Dataset, columns: list[str], with_index: bool = False):
         table = dataset.select_columns(columns).with_format("numpy")[:]
         self.columns = {c: torch.from_numpy(np.ascontiguousarray(table[c])) for c in columns}
+        if with_index:  # each row also says where it is (trust-aware distillation keeps per-row state)
+            self.columns["row_index"] = torch.arange(len(dataset))
 
     def __len__(self) -> int:
         return len(next(iter(self.columns.values())))

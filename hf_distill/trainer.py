@@ -25,7 +25,9 @@ from .learners import (
     load_pretrained_learner,
     trainable_parameters,
 )
-from .methods import distribution_matching_loss, gradient_matching_loss, learner_logits, unroll
+from .methods import distribution_matching_loss, gradient_matching_loss, learner_features, learner_logits, unroll
+from .methods.trust import TrustState, score, trust_round
+from .noise import CLEAN_LABELS
 from .synthetic import DistilledDataset, SyntheticSet, initial_label_logits, nearest_tokens
 
 
@@ -93,6 +95,7 @@ class DistillationTrainer(Trainer):
             )
         self.class_names = label_names_of(train_dataset, self.label_column)
         self.train_labels = np.asarray(train_dataset[self.label_column])  # for drawing real examples per class
+        self.clean_labels = np.asarray(train_dataset[CLEAN_LABELS]) if CLEAN_LABELS in columns else None
         num_labels = len(self.class_names)
         self.source_dataset, self.source_revision = source_dataset, source_revision
         self.embedding_revision = embedding_revision
@@ -158,6 +161,13 @@ class DistillationTrainer(Trainer):
                     "distribution_matching compares the penultimate embeddings of hf_distill's own learners; "
                     f"use 'unrolled' or 'gradient_matching' with {args.learner!r}."
                 )
+        if args.trust_aware:
+            counts = np.bincount(self.train_labels, minlength=num_labels)
+            if counts.min() < 2:
+                raise ValueError(
+                    "trust_aware needs at least two real examples per class to split them by loss; class "
+                    f"{self.class_names[int(counts.argmin())]!r} has {int(counts.min())}."
+                )
         # Its weights are passed functionally; no dropout (eval, or p=0 for pretrained learners)
         self.learner = learner.eval().requires_grad_(False)
         synthetic = self._init_synthetic(args, train_dataset, num_labels)
@@ -166,7 +176,7 @@ class DistillationTrainer(Trainer):
             model=synthetic,
             args=args,
             data_collator=default_data_collator,
-            train_dataset=TensorRows(train_dataset, self.input_columns + [self.label_column]),
+            train_dataset=TensorRows(train_dataset, self.input_columns + [self.label_column], args.trust_aware),
             eval_dataset=eval_dataset,
             processing_class=processing_class,
             compute_metrics=compute_metrics or accuracy,
@@ -182,6 +192,8 @@ class DistillationTrainer(Trainer):
             self.embedding_matrix = self.embedding_matrix.to(self.args.device)
         self.eval_metrics: dict[str, float] = {}
         self._unrolls = (-1, 0)  # (global step, unrolls at that step): seeds that survive a resume
+        self.trust = TrustState.start(self.train_labels) if args.trust_aware else None
+        self.trust_logs: dict[str, float] = {}
 
     def _default_learner(self, example) -> str:
         if self.modality == "text":
@@ -242,6 +254,8 @@ class DistillationTrainer(Trainer):
         # One outer step: a learner (fresh or fixed init) scores the synthetic set against a real batch.
         x_syn, mask_syn, soft_labels, step_sizes = model()
         x, mask, y = self._real_inputs(inputs)
+        if self.trust is not None:
+            x, mask, y = self._trusted_rows(inputs["row_index"], x, mask)
         seed = self._unroll_seed()
         params = self.fixed_init if self.fixed_init is not None else self._learner_init(seed)
         params = {k: v.to(x.device) for k, v in params.items()}
@@ -261,6 +275,45 @@ class DistillationTrainer(Trainer):
                 "or set backprop_steps."
             )
         return (loss, {"loss": loss}) if return_outputs else loss
+
+    def _trusted_rows(self, rows, x, mask):
+        """The trusted rows of a real batch with their current labels; a trust round first when one is due."""
+        step = self.state.global_step
+        if step > 0 and step % self.args.trust_interval == 0 and self.trust_logs.get("step") != step:
+            self._trust_round()
+        keep = self.trust.trusted[rows.cpu()]
+        if not keep.any():  # nothing trusted in this batch: use it all rather than skip the step
+            keep = torch.ones_like(keep)
+        y = self.trust.labels[rows.cpu()][keep].to(x.device)
+        keep = keep.to(x.device)
+        return x[keep], None if mask is None else mask[keep], y
+
+    @torch.no_grad()
+    def _trust_round(self):
+        """Score all real training examples with learners trained on the current set; update the trusted split."""
+        distilled, device = self.distilled_dataset(), self.args.device
+        x, y = distilled.inputs.to(device), distilled.soft_labels.to(device)
+        mask = None if distilled.attention_mask is None else distilled.attention_mask.to(device)
+        steps = distilled.step_sizes.to(device) if self.args.eval_protocol == "learned" else None
+        learners = []
+        for i in range(self.args.trust_models):
+            seed = hash((self.args.seed, "trust", self.state.global_step, i)) % 2**31
+            init = self.fixed_init if self.fixed_init is not None else self._learner_init(seed)
+            init = {k: v.to(device) for k, v in init.items()}
+            learners.append(
+                train_on_set(self.learner, init, x, mask, y, step_sizes=steps, steps=self.args.eval_train_steps)
+            )
+        batches = ((inputs, m) for inputs, m, _ in self._eval_batches(self.train_dataset))
+        # Penultimate features for hf_distill's learners; a pretrained classifier's logits stand in for them
+        features = learner_logits if self.pretrained else learner_features
+        losses, features, predicted = score(
+            self.learner, learners, batches, self.trust.labels, features, learner_logits
+        )
+        logs = trust_round(
+            self.trust, losses, features, predicted, len(self.class_names), self.clean_labels, self.args.seed
+        )
+        self.trust_logs = {"step": self.state.global_step, **logs}
+        self.log({f"trust_{k}": v for k, v in logs.items()})
 
     def _unrolled_loss(self, params, x_syn, mask_syn, soft_labels, step_sizes, x, mask, y, seed):
         """Train the learner on the synthetic set for the learned steps; its cross-entropy on the real batch."""
@@ -346,6 +399,7 @@ class DistillationTrainer(Trainer):
         if baseline_runs:
             metrics.update(summarize(baseline_runs, f"{metric_key_prefix}_baseline"))
         metrics[f"{metric_key_prefix}_num_models"] = len(runs)
+        metrics.update({f"{metric_key_prefix}_trust_{k}": v for k, v in self.trust_logs.items() if k != "step"})
         metrics[f"{metric_key_prefix}_num_examples"] = len(eval_dataset)
         self.eval_metrics = metrics
         self.log(metrics)
