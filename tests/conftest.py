@@ -70,6 +70,17 @@ QUICK_FLAGS = [
 ]
 
 
+# Settings under which distillation clearly beats a random real subset on `toy_images`
+TOY_SETTINGS = dict(
+    inner_steps=10,
+    num_eval_models=3,
+    eval_train_steps=100,
+    learning_rate=0.05,
+    step_size_init=0.3,
+    synthetic_init="noise",
+)
+
+
 def quick_config(tmp_path, **kwargs) -> DistillationConfig:
     """A config for seconds-long runs: few steps, no progress bars, no checkpoints unless asked."""
     defaults = dict(

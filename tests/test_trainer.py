@@ -2,7 +2,7 @@ import math
 
 import pytest
 import torch
-from conftest import quick_config
+from conftest import TOY_SETTINGS, quick_config
 from safetensors.torch import load_file
 
 from hf_distill import DistillationDivergedError, DistillationTrainer, DistilledDataset, build_learner, load_real_data
@@ -26,16 +26,7 @@ def test_synthetic_set_changes_during_training(tmp_path, image_data):
 
 def test_distilled_set_beats_random_real_subset(tmp_path, image_data):
     train, test = image_data
-    args = quick_config(
-        tmp_path,
-        max_steps=100,
-        inner_steps=10,
-        num_eval_models=3,
-        eval_train_steps=100,
-        learning_rate=0.05,
-        step_size_init=0.3,
-        synthetic_init="noise",
-    )
+    args = quick_config(tmp_path, max_steps=100, **TOY_SETTINGS)
     trainer = DistillationTrainer(args=args, train_dataset=train, eval_dataset=test, learner=small_convnet())
     trainer.train()
     metrics = trainer.evaluate()

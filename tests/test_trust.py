@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import quick_config, toy_images
+from conftest import TOY_SETTINGS, quick_config, toy_images
 
 from hf_distill import DistillationConfig, DistillationTrainer, build_learner
 from hf_distill.data import pixel_dataset
@@ -20,18 +20,7 @@ def noisy_toy(rate=0.4):
 
 
 def distil(tmp_path, train, test, trust_aware):
-    args = quick_config(
-        tmp_path,
-        max_steps=150,
-        inner_steps=10,
-        num_eval_models=3,
-        eval_train_steps=100,
-        learning_rate=0.05,
-        step_size_init=0.3,
-        synthetic_init="noise",
-        trust_aware=trust_aware,
-        trust_interval=30,
-    )
+    args = quick_config(tmp_path, max_steps=150, trust_aware=trust_aware, trust_interval=30, **TOY_SETTINGS)
     learner = build_learner("convnet", 4, image_size=8, width=8)
     trainer = DistillationTrainer(args=args, train_dataset=train, eval_dataset=test, learner=learner)
     trainer.train()
