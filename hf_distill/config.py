@@ -263,4 +263,6 @@ def _launched_on_cpus() -> bool:
 
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
-    return torch.accelerator.current_accelerator() is None
+    if hasattr(torch, "accelerator"):  # torch >= 2.6: CUDA, XPU, MPS, ...
+        return torch.accelerator.current_accelerator() is None
+    return not torch.cuda.is_available()
