@@ -291,17 +291,28 @@ class DistillationTrainer(Trainer):
     @torch.no_grad()
     def _trust_round(self):
         """Score all real training examples with learners trained on the current set; update the trusted split."""
-        distilled, device = self.distilled_dataset(), self.args.device
-        x, y = distilled.inputs.to(device), distilled.soft_labels.to(device)
-        mask = None if distilled.attention_mask is None else distilled.attention_mask.to(device)
-        steps = distilled.step_sizes.to(device) if self.args.eval_protocol == "learned" else None
+        device = self.args.device
+        x, mask, y, steps = (
+            t.detach() if t is not None else None for t in self.accelerator.unwrap_model(self.model)()
+        )
+        steps = steps if self.args.eval_protocol == "learned" else None
         learners = []
         for i in range(self.args.trust_models):
-            seed = hash((self.args.seed, "trust", self.state.global_step, i)) % 2**31
+            # Integers only: the same seeds in every process and every run (str hashing is salted per process)
+            seed = hash((self.args.seed, 7_919, self.state.global_step, i)) % 2**31
             init = self.fixed_init if self.fixed_init is not None else self._learner_init(seed)
             init = {k: v.to(device) for k, v in init.items()}
             learners.append(
-                train_on_set(self.learner, init, x, mask, y, step_sizes=steps, steps=self.args.eval_train_steps)
+                train_on_set(
+                    self.learner,
+                    init,
+                    x,
+                    mask,
+                    y,
+                    step_sizes=steps,
+                    steps=self.args.eval_train_steps,
+                    lr=self.args.eval_learning_rate,
+                )
             )
         batches = ((inputs, m) for inputs, m, _ in self._eval_batches(self.train_dataset))
         # Penultimate features for hf_distill's learners; a pretrained classifier's logits stand in for them
