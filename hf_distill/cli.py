@@ -1,6 +1,7 @@
 """`hf-distill distill ...`: distil a dataset from the command line. With no arguments, a small offline demo."""
 
 import argparse
+import os
 import sys
 
 import yaml
@@ -119,5 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as e:  # DistillationDivergedError is a RuntimeError
         print(f"hf-distill: error: {e}", file=sys.stderr)
         return 1
-    print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+    if int(os.environ.get("RANK", "0")) == 0:  # under accelerate launch / torchrun, the main process reports
+        print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
     return 0
