@@ -1,6 +1,7 @@
 """Data-parallel distillation with Accelerate: 2 CPU processes (gloo), the ordinary `accelerate launch`."""
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -28,7 +29,8 @@ def test_two_processes_end_with_the_same_set_and_split_the_evaluation(tmp_path, 
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     launch += ["--main_process_port", str(_free_port())]
-    done = subprocess.run([*launch, str(SCRIPT), image_dataset_dir, str(out)], capture_output=True, text=True)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # CPU processes and gloo, even on a machine with a GPU
+    done = subprocess.run([*launch, str(SCRIPT), image_dataset_dir, str(out)], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
 
     ranks = [load_file(str(out / f"rank{r}.safetensors")) for r in (0, 1)]
