@@ -13,10 +13,9 @@ over the classes present in that batch; `syn_classes` gives the class each synth
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call
 
 from ..learners import soft_cross_entropy
-from .unrolled import learner_logits
+from .unrolled import learner_logits, learner_output
 
 
 def _per_class(y: torch.Tensor, syn_classes: torch.Tensor):
@@ -33,12 +32,7 @@ def _rows(mask: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor | None:
 
 def learner_features(learner, params: dict, inputs: torch.Tensor, attention_mask=None) -> torch.Tensor:
     """The learner's penultimate-layer embedding `[B, F]` (hf_distill's learners return it as `hidden_states[-1]`)."""
-    kwargs = (
-        {"pixel_values": inputs}
-        if attention_mask is None
-        else {"inputs_embeds": inputs, "attention_mask": attention_mask}
-    )
-    return functional_call(learner, params, args=(), kwargs=kwargs).hidden_states[-1]
+    return learner_output(learner, params, inputs, attention_mask).hidden_states[-1]
 
 
 def distribution_matching_loss(learner, params, x_syn, mask_syn, syn_classes, x, mask, y) -> torch.Tensor:

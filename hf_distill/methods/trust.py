@@ -52,7 +52,7 @@ def small_loss_split(losses: np.ndarray, labels: np.ndarray, num_labels: int, se
 def reliable_relabels(features: np.ndarray, predicted: np.ndarray, labels: np.ndarray, trusted: np.ndarray):
     """Untrusted examples whose predicted class is confirmed by Mahalanobis distance and cosine similarity to the
     trusted class anchors, within the median distance of trusted examples to their own anchor. Returns their mask."""
-    classes = [c for c in np.unique(labels[trusted])]
+    classes = np.unique(labels[trusted])
     if len(classes) < 2:
         return np.zeros(len(labels), dtype=bool)
     anchors = np.stack([features[trusted & (labels == c)].mean(0) for c in classes])
@@ -64,10 +64,10 @@ def reliable_relabels(features: np.ndarray, predicted: np.ndarray, labels: np.nd
     cosine = (features @ anchors.T) / (
         np.linalg.norm(features, axis=1, keepdims=True) * np.linalg.norm(anchors, axis=1)[None] + 1e-12
     )
-    nearest = np.asarray(classes)[mahalanobis.argmin(1)]
+    nearest = classes[mahalanobis.argmin(1)]
     own = np.searchsorted(classes, labels[trusted])
     typical = np.median(mahalanobis[trusted][np.arange(trusted.sum()), own])
-    agree = (nearest == predicted) & (np.asarray(classes)[cosine.argmax(1)] == predicted)
+    agree = (nearest == predicted) & (classes[cosine.argmax(1)] == predicted)
     return ~trusted & agree & (mahalanobis.min(1) <= typical) & (predicted != labels)
 
 

@@ -8,16 +8,19 @@ from torch.func import functional_call
 from ..learners import soft_cross_entropy
 
 
-def learner_logits(
-    learner, params: dict, inputs: torch.Tensor, attention_mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """The learner's logits with `params` in place of its own weights."""
+def learner_output(learner, params: dict, inputs: torch.Tensor, attention_mask: torch.Tensor | None = None):
+    """The learner's output with `params` in place of its own weights (images: no mask; text: `inputs_embeds`)."""
     kwargs = (
         {"pixel_values": inputs}
         if attention_mask is None
         else {"inputs_embeds": inputs, "attention_mask": attention_mask}
     )
-    return functional_call(learner, params, args=(), kwargs=kwargs).logits
+    return functional_call(learner, params, args=(), kwargs=kwargs)
+
+
+def learner_logits(learner, params: dict, inputs: torch.Tensor, attention_mask=None) -> torch.Tensor:
+    """The learner's logits with `params` in place of its own weights."""
+    return learner_output(learner, params, inputs, attention_mask).logits
 
 
 def unroll(
