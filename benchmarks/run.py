@@ -1,27 +1,38 @@
-"""Run one named benchmark of hf_distill and append its figures to benchmarks/results.jsonl.
+"""Run hf_distill benchmarks and append their figures to benchmarks/results.jsonl.
 
-    python benchmarks/run.py mnist-fixed            # distillation + evaluation, preset defaults
-    python benchmarks/run.py imdb-random-full-data  # the ceiling: the same learner trained on all the data
+    python benchmarks/run.py seed-s1                 # a whole suite (benchmarks/suites.py), one process per row
+    python benchmarks/run.py images --quick          # the CPU smoke mode of a suite: minutes, not hours
+    python benchmarks/run.py seed-s1/trec6-textcnn-1pc-fixed         # one row of a suite
+    python benchmarks/run.py mnist-fixed [hf-distill flags]          # a named single benchmark (issues 2-6)
+    python benchmarks/run.py imdb-random-full-data   # the ceiling: the same learner trained on all the data
     accelerate launch --multi_gpu --num_processes 2 benchmarks/run.py digits-demo  # data-parallel, CPU or GPU
+    python benchmarks/run.py images --launch "accelerate launch --multi_gpu --num_processes 8"  # each row so
 
-Each record holds the accuracy figures, wall time, time per outer step, peak memory (max RSS), the device, the
-library versions and the exact command, so docs/benchmarks.md can quote it.
+A suite uses ../shared/data/<dataset> where it exists and the preset's Hub id otherwise (`--data_dir` picks another
+folder). Each record holds the accuracy figures, wall time, time per outer step, peak memory (max RSS, and peak CUDA
+memory on a GPU), the device, the library versions and the exact command; `python benchmarks/report.py` renders
+the suites' records into docs/benchmarks.md.
 """
 
+import argparse
 import json
 import os
 import platform
 import resource
+import shlex
+import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+from suites import ROOT, SHARED_DATA, SUITES, find_row, row_flags, row_names
 
-ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 MINILM = str(SHARED / "models" / "all-MiniLM-L6-v2")
 OUT = Path("/tmp/hf_distill_benchmarks")
+RESULTS = ROOT / "benchmarks" / "results.jsonl"
 
 BENCHMARKS = {
     "mnist-fixed": ["--dataset", str(SHARED / "data/mnist"), "--learner_init", "fixed"],
@@ -65,8 +76,8 @@ def versions() -> dict:
     }
 
 
-def full_data(name: str) -> dict:
-    """Train the benchmark's learner on the whole training split with Adam: the full-data ceiling."""
+def full_data(argv: list[str], epochs: int = 2) -> dict:
+    """Train the run's learner on its whole training split with Adam: the full-data ceiling."""
     from torch.utils.data import DataLoader
     from transformers import default_data_collator
 
@@ -75,7 +86,7 @@ def full_data(name: str) -> dict:
     from hf_distill.evaluation import accuracy, predict
     from hf_distill.learners import build_learner
 
-    data_args, args = parse_args(BENCHMARKS[name.removesuffix("-full-data")])
+    data_args, args = parse_args(argv)
     embeddings = tokenizer = None
     if args.embedding_model:
         embeddings, tokenizer = load_input_embeddings(args.embedding_model)
@@ -98,7 +109,7 @@ def full_data(name: str) -> dict:
 
     optimizer = torch.optim.Adam(learner.parameters(), lr=1e-3)
     learner.train()
-    for _ in range(2):  # epochs
+    for _ in range(epochs):
         for x, mask, y in batches(data.train, True):
             kwargs = {"pixel_values": x} if mask is None else {"inputs_embeds": x, "attention_mask": mask}
             optimizer.zero_grad()
@@ -109,21 +120,42 @@ def full_data(name: str) -> dict:
     return {"eval_full_data_accuracy": accuracy(predict(learner, params, batches(data.eval, False)))["accuracy"]}
 
 
-def main(name: str, extra: list[str]) -> None:
+def describe(name: str, data_dir: Path | None, quick: bool) -> tuple[list[str], dict]:
+    """The hf-distill flags of a benchmark or suite row, and what its record says about it."""
+    if "/" not in name:
+        return BENCHMARKS[name.removesuffix("-full-data")], {}
+    suite, row = find_row(name)
+    meta = {"suite": suite.name, "row": name.partition("/")[2], "mode": "quick" if quick else "full"}
+    if isinstance(row, tuple):  # (dataset, learner): the full-data ceiling
+        from suites import Row
+
+        flags = row_flags(Row(row[0], 1, learner=row[1]), data_dir, quick)
+        return flags, {**meta, "dataset": row[0], "learner": row[1], "method": "full-data"}
+    meta |= {"dataset": row.dataset, "learner": row.learner_name, "per_class": row.per_class, "method": row.method}
+    meta |= {"learner_init": row.learner_init, "noise": row.noise, "trust_aware": row.trust_aware}
+    return row_flags(row, data_dir, quick), meta
+
+
+def run_one(name: str, extra: list[str], data_dir: Path | None, quick: bool, results: Path) -> None:
     from hf_distill.cli import distill, parse_args
 
+    located = data_dir or (SHARED_DATA if SHARED_DATA.is_dir() else None)
+    flags, meta = describe(name, located, quick)
     start = time.time()
+    output_dir = OUT / (name + ("-quick" if quick else ""))
     if name.endswith("-full-data"):
-        metrics = full_data(name)
+        metrics = full_data(flags + extra, epochs=1 if quick else 2)
         steps = None
     else:
-        argv = BENCHMARKS[name] + ["--output_dir", str(OUT / name), "--disable_tqdm", "true"] + extra
+        argv = flags + ["--output_dir", str(output_dir), "--disable_tqdm", "true"] + extra
         metrics = distill(argv)
         output_dir = Path(parse_args(argv)[1].output_dir)  # extra flags may name another one
         steps = json.loads((output_dir / "train_results.json").read_text())
+    options = (["--quick"] if quick else []) + ([f"--data_dir {data_dir}"] if data_dir else [])
     record = {
         "benchmark": name,
-        "command": f"{launcher()} benchmarks/run.py {' '.join([name, *extra])}",
+        **meta,
+        "command": f"{launcher()} benchmarks/run.py {' '.join([name, *options, *map(shlex.quote, extra)])}",
         **{k: v for k, v in metrics.items() if k.startswith("eval_")},
         "wall_time_s": round(time.time() - start, 1),
         "train_runtime_s": None if steps is None else steps["train_runtime"],
@@ -133,18 +165,66 @@ def main(name: str, extra: list[str]) -> None:
         "versions": versions(),
         "date": time.strftime("%Y-%m-%d"),
     }
+    if torch.cuda.is_available():
+        record["peak_cuda_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
     if steps is not None:
-        _, args = parse_args(BENCHMARKS[name] + extra)
+        _, args = parse_args(flags + extra)
         record["outer_steps"] = args.max_steps
         record["time_per_outer_step_s"] = round(steps["train_runtime"] / args.max_steps, 3)
+        previews = [str(output_dir / f) for f in ("preview.png", "preview.txt") if (output_dir / f).exists()]
+        record["preview"] = previews[0] if previews else None
     if int(os.environ.get("RANK", "0")) != 0:  # one record per run: the main process writes it
         return
     print(json.dumps(record, indent=2))
-    with open(ROOT / "benchmarks" / "results.jsonl", "a") as f:
+    results.parent.mkdir(parents=True, exist_ok=True)
+    with open(results, "a") as f:
         f.write(json.dumps(record) + "\n")
 
 
+def run_suite(name: str, options: argparse.Namespace, extra: list[str]) -> int:
+    """Each row in its own process (so that peak memory is that row's), under `--launch` if given, `--jobs` at once."""
+    rows = [r for r in row_names(SUITES[name]) if not options.only or any(o in r for o in options.only)]
+    launch = shlex.split(options.launch) if options.launch else [sys.executable]
+    passed = ["--results", str(options.results)] + (["--quick"] if options.quick else [])
+    if options.data_dir is not None:
+        passed += ["--data_dir", str(options.data_dir)]
+
+    def run_row(row: str) -> bool:
+        print(f"[{rows.index(row) + 1}/{len(rows)}] {row}", flush=True)
+        return subprocess.run([*launch, __file__, row, *passed, *extra]).returncode == 0
+
+    with ThreadPoolExecutor(options.jobs) as pool:
+        failed = [row for row, ok in zip(rows, pool.map(run_row, rows)) if not ok]
+    if failed:
+        print(f"{len(failed)} of {len(rows)} rows failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def main(argv: list[str]) -> int:
+    names = [*SUITES, *BENCHMARKS, *(f"{b}-full-data" for b in BENCHMARKS), "SUITE/ROW"]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], usage="%(prog)s NAME [options] [flags]")
+    parser.add_argument("name", help=f"one of {', '.join(names)}")
+    parser.add_argument("--quick", action="store_true", help="the CPU smoke mode of a suite row")
+    parser.add_argument("--only", action="append", help="suite rows whose name contains this (repeatable)")
+    parser.add_argument("--launch", help="launcher of each suite row, e.g. 'accelerate launch --num_processes 8'")
+    parser.add_argument("--jobs", type=int, default=1, help="suite rows run at once (timings then share the CPU)")
+    parser.add_argument("--data_dir", type=Path, help="folder of <dataset>/ parquet folders (default ../shared/data)")
+    parser.add_argument("--results", type=Path, help="results file (default benchmarks/results.jsonl; quick: /tmp)")
+    options, extra = parser.parse_known_args(argv)
+    if options.results is None:
+        options.results = OUT / "results-quick.jsonl" if options.quick else RESULTS
+    if options.name in SUITES:
+        return run_suite(options.name, options, extra)
+    if "/" in options.name:
+        try:
+            find_row(options.name)
+        except KeyError as e:
+            parser.error(str(e.args[0]))
+    elif options.name.removesuffix("-full-data") not in BENCHMARKS:
+        parser.error(f"unknown benchmark {options.name!r}: choose one of {', '.join(names)}")
+    run_one(options.name, extra, options.data_dir, options.quick, options.results)
+    return 0
+
+
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1].removesuffix("-full-data") not in BENCHMARKS:
-        sys.exit(f"usage: python benchmarks/run.py {{{','.join(BENCHMARKS)}}}[-full-data] [extra hf-distill flags]")
-    main(sys.argv[1], sys.argv[2:])
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,96 @@
+"""The benchmark suites (benchmarks/suites.py, run.py, report.py): rendering is pure and tested on a fixed results
+file; the quick mode of a whole suite runs end to end on ../shared/data when it is there."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import SHARED
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+import report  # noqa: E402
+import suites  # noqa: E402
+
+RESULTS = Path(__file__).parent / "data" / "suite_results.jsonl"
+
+
+def table_row(markdown: str, row: str) -> list[str]:
+    (line,) = [line for line in markdown.splitlines() if line.startswith(f"| `{row}` |")]
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_suite_rows_have_unique_names():
+    for suite in suites.SUITES.values():
+        names = suites.row_names(suite)
+        assert len(names) == len(set(names)), suite.name
+        for name in names:
+            assert suites.find_row(name)[0] is suite
+
+
+def test_render_shows_latest_figure_beside_baselines_and_published():
+    md = report.render(report.load(RESULTS))
+    cells = table_row(md, "mnist-lenet-1pc-fixed")
+    ours, subset, full, share, published, versus = cells[4:10]
+    assert ours == "**95.5 ± 0.0 %** (10)"  # the newer of its two records
+    assert (subset, full, share, published, versus) == ("44.2 %", "99.0 %", "96 %", "96.0 %", "-0.5")
+    assert cells[-2] == "2 (spread 0.4)"  # two runs of the row, their means 0.4 points apart
+    assert table_row(md, "mnist-lenet-0.5pc-fixed")[4] == "not run"
+    assert "--max_steps 9" in md  # a row run with other flags shows its command
+
+
+def test_render_keeps_modes_apart():
+    records = report.load(RESULTS)
+    assert table_row(report.render(records), "trec6-textcnn-1pc-fixed")[4] == "not run"
+    assert table_row(report.render(records, mode="quick"), "trec6-textcnn-1pc-fixed")[4].startswith("**41.0")
+    assert table_row(report.render(records, mode="quick"), "mnist-lenet-1pc-fixed")[4] == "not run"
+
+
+def test_render_relative_target_and_noise_columns():
+    md = report.render(report.load(RESULTS))
+    assert table_row(md, "ag_news-textcnn-30pc-random")[7] == "94 % ✓"  # 0.80 / 0.85 ≥ Li & Li's 90 %
+    trust = table_row(md, "mnist-lenet-1pc-random-sym40-trust")
+    assert trust[4:6] == ["symmetric 40 %, trust-aware", "87.0 %"]
+
+
+def test_replace_section_touches_only_the_generated_part():
+    begin, end = report.MARKERS
+    doc = f"# Benchmarks\n\nhand-written\n\n{begin}\nold\n{end}\n\nafter\n"
+    new = report.replace_section(doc, "new")
+    assert new == f"# Benchmarks\n\nhand-written\n\n{begin}\nnew\n{end}\n\nafter\n"
+    assert report.replace_section(new, "new") == new
+    assert report.replace_section("# B\n", "x").endswith(f"{begin}\nx\n{end}\n")
+    with pytest.raises(ValueError, match="without"):
+        report.replace_section(f"{begin}\nold\n", "new")
+
+
+def test_plot_suite_draws_a_png(tmp_path):
+    records = report.load(RESULTS)
+    assert report.plot_suite(suites.SUITES["seed-s1"], records, tmp_path / "seed.png")
+    assert (tmp_path / "seed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report.plot_suite(suites.SUITES["noisy"], records, tmp_path / "noisy.png")
+    assert not report.plot_suite(suites.SUITES["images"], records, tmp_path / "images.png")  # nothing to draw
+    assert not (tmp_path / "images.png").exists()
+
+
+def test_run_rejects_an_unknown_row():
+    done = subprocess.run(
+        [sys.executable, BENCHMARKS / "run.py", "seed-s1/no-such-row"], capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "suite seed-s1 has no row 'no-such-row'" in done.stderr
+
+
+@pytest.mark.skipif(not (SHARED / "data").is_dir(), reason="needs ../shared/data")
+def test_quick_suite_runs_and_renders(tmp_path):
+    results, docs = tmp_path / "results.jsonl", tmp_path / "docs"
+    run = [sys.executable, BENCHMARKS / "run.py", "seed-s1", "--quick", "--jobs", "2", "--results", results]
+    subprocess.run(run, check=True, capture_output=True)
+    records = report.load(results)
+    assert {r["row"] for r in records} == {n.partition("/")[2] for n in suites.row_names(suites.SUITES["seed-s1"])}
+    subprocess.run([sys.executable, BENCHMARKS / "report.py", "--mode", "quick", "--results", results, "--docs", docs])
+    md = (docs / "benchmarks.md").read_text()
+    seed_table = md.split("### `seed-s1`")[1].split("### `text8`")[0]
+    assert "not run" not in seed_table and seed_table.count("(2) |") == 10  # ten rows, two models each
+    assert (docs / "suite-seed-s1-quick.png").stat().st_size > 10_000
+    assert (docs / "previews" / "seed-s1-mnist-lenet-1pc-fixed.png").exists()
