@@ -62,6 +62,8 @@ class DistillationConfig(TrainingArguments):
             examples with `trust_models` learners trained on the current set, keep the small-loss ones of each class
             (a Gaussian mixture per class) as trusted, relabel untrusted ones whose features confirm their predicted
             class, and compute the real-data objective on trusted examples only (see `hf_distill.methods.trust`).
+        trust_recalibrate (`bool`, defaults to `True`): the relabelling step of trust-aware distillation; without
+            it, only the small-loss split is used (an ablation of the method).
 
         > Text
 
@@ -140,6 +142,9 @@ class DistillationConfig(TrainingArguments):
     )
     trust_interval: int = field(default=200, metadata={"help": "Outer steps between trust rounds."})
     trust_models: int = field(default=3, metadata={"help": "Learners that score the real data in a trust round."})
+    trust_recalibrate: bool = field(
+        default=True, metadata={"help": "Relabel reliable untrusted examples (off: the trusted split only)."}
+    )
 
     # Text
     embedding_model: str | None = field(

@@ -321,7 +321,14 @@ class DistillationTrainer(Trainer):
             self.learner, learners, batches, self.trust.labels, features, learner_logits
         )
         logs = trust_round(
-            self.trust, losses, features, predicted, len(self.class_names), self.clean_labels, self.args.seed
+            self.trust,
+            losses,
+            features,
+            predicted,
+            len(self.class_names),
+            self.clean_labels,
+            self.args.seed,
+            self.args.trust_recalibrate,
         )
         self.trust_logs = {"step": self.state.global_step, **logs}
         self.log({f"trust_{k}": v for k, v in logs.items()})

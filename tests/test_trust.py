@@ -19,8 +19,10 @@ def noisy_toy(rate=0.4):
     return noisy, test, record
 
 
-def distil(tmp_path, train, test, trust_aware):
-    args = quick_config(tmp_path, max_steps=150, trust_aware=trust_aware, trust_interval=30, **TOY_SETTINGS)
+def distil(tmp_path, train, test, trust_aware, max_steps=150, **kwargs):
+    args = quick_config(
+        tmp_path, max_steps=max_steps, trust_aware=trust_aware, trust_interval=30, **TOY_SETTINGS, **kwargs
+    )
     learner = build_learner("convnet", 4, image_size=8, width=8)
     trainer = DistillationTrainer(args=args, train_dataset=train, eval_dataset=test, learner=learner)
     trainer.train()
@@ -41,6 +43,15 @@ def test_trust_aware_finds_the_clean_labels_and_beats_plain_distillation(tmp_pat
     assert recalibrated >= 20 and right / recalibrated > 0.8, (recalibrated, right)
     assert trusted["eval_accuracy"] > plain["eval_accuracy"] + 0.03, (trusted, plain)
     assert trusted["eval_trust_trusted_precision"] == rounds[-1]["trust_trusted_precision"]
+
+
+def test_without_recalibration_only_the_split_changes(tmp_path):
+    train, test, _ = noisy_toy()
+    trainer, metrics = distil(tmp_path, train, test, trust_aware=True, trust_recalibrate=False, max_steps=60)
+    rounds = [log for log in trainer.state.log_history if "trust_trusted" in log]
+    assert len(rounds) == 1 and rounds[0]["trust_recalibrated"] == 0
+    assert (trainer.trust.labels.numpy() == np.asarray(train["labels"])).all()  # no label was changed
+    assert rounds[0]["trust_trusted_share"] < 0.9
 
 
 def test_small_loss_split_keeps_the_low_loss_mode_of_each_class():

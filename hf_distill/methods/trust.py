@@ -85,11 +85,22 @@ def score(learner, params_list, batches, labels: torch.Tensor, features_fn, logi
     return (torch.cat(t).float().cpu().numpy() for t in (losses, feats, preds))
 
 
-def trust_round(state: TrustState, losses, features, predicted, num_labels: int, clean_labels=None, seed: int = 0):
+def trust_round(
+    state: TrustState,
+    losses,
+    features,
+    predicted,
+    num_labels: int,
+    clean_labels=None,
+    seed: int = 0,
+    recalibrate: bool = True,
+):
     """Update `state` in place from one scoring of the real data; returns what to log."""
     labels = state.labels.numpy()
     trusted = small_loss_split(losses, labels, num_labels, seed)
-    moved = reliable_relabels(features, predicted.astype(int), labels, trusted)
+    moved = np.zeros_like(trusted)
+    if recalibrate:
+        moved = reliable_relabels(features, predicted.astype(int), labels, trusted)
     labels = np.where(moved, predicted.astype(int), labels)
     trusted = trusted | moved
     state.labels, state.trusted = torch.from_numpy(labels).long(), torch.from_numpy(trusted)
