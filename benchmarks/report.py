@@ -168,7 +168,7 @@ def plot_suite(suite: Suite, records: list[dict], path: Path, mode: str = "full"
             x = [s["x"][i] for i in order]
             label = " ".join(str(k) if not isinstance(k, bool) else ("trust-aware" if k else "plain") for k in key[1:])
             line = ax.errorbar(x, [s["ours"][i] for i in order], [s["std"][i] for i in order], marker="o", label=label)
-            ax.plot(x, [s["subset"][i] for i in order], "--", color=line[0].get_color(), alpha=0.6)
+            ax.plot(x, [s["subset"][i] for i in order], "--", marker="s", ms=3, color=line[0].get_color(), alpha=0.6)
         pairs = [(r.dataset, r.learner_name) for r in suite.rows if r.dataset == dataset]
         for d, learner in dict.fromkeys(pairs):
             full = runs.get(f"{d}-{learner}-full-data")

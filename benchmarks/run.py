@@ -189,9 +189,13 @@ def run_suite(name: str, options: argparse.Namespace, extra: list[str]) -> int:
     if options.data_dir is not None:
         passed += ["--data_dir", str(options.data_dir)]
 
+    env = dict(os.environ)
+    if options.jobs > 1:  # rows side by side share the cores instead of each starting one thread per core
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // options.jobs)))
+
     def run_row(row: str) -> bool:
         print(f"[{rows.index(row) + 1}/{len(rows)}] {row}", flush=True)
-        return subprocess.run([*launch, __file__, row, *passed, *extra]).returncode == 0
+        return subprocess.run([*launch, __file__, row, *passed, *extra], env=env).returncode == 0
 
     with ThreadPoolExecutor(options.jobs) as pool:
         failed = [row for row, ok in zip(rows, pool.map(run_row, rows)) if not ok]
@@ -202,7 +206,9 @@ def run_suite(name: str, options: argparse.Namespace, extra: list[str]) -> int:
 
 def main(argv: list[str]) -> int:
     names = [*SUITES, *BENCHMARKS, *(f"{b}-full-data" for b in BENCHMARKS), "SUITE/ROW"]
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], usage="%(prog)s NAME [options] [flags]")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], usage="%(prog)s NAME [options] [hf-distill flags]", allow_abbrev=False
+    )
     parser.add_argument("name", help=f"one of {', '.join(names)}")
     parser.add_argument("--quick", action="store_true", help="the CPU smoke mode of a suite row")
     parser.add_argument("--only", action="append", help="suite rows whose name contains this (repeatable)")
