@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from suites import ROOT, SHARED_DATA, SUITES, find_row, row_flags, row_names
+from suites import ROOT, SHARED_DATA, SUITES, Row, find_row, row_flags, row_names
 
 SHARED = ROOT.parent / "shared"
 MINILM = str(SHARED / "models" / "all-MiniLM-L6-v2")
@@ -127,8 +127,6 @@ def describe(name: str, data_dir: Path | None, quick: bool) -> tuple[list[str], 
     suite, row = find_row(name)
     meta = {"suite": suite.name, "row": name.partition("/")[2], "mode": "quick" if quick else "full"}
     if isinstance(row, tuple):  # (dataset, learner): the full-data ceiling
-        from suites import Row
-
         flags = row_flags(Row(row[0], 1, learner=row[1]), data_dir, quick)
         return flags, {**meta, "dataset": row[0], "learner": row[1], "method": "full-data"}
     meta |= {"dataset": row.dataset, "learner": row.learner_name, "per_class": row.per_class, "method": row.method}
