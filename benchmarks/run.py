@@ -27,10 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from suites import ROOT, SHARED_DATA, SUITES, Row, find_row, row_flags, row_names
+from suites import ROOT, SHARED, SHARED_DATA, SHARED_MINILM, SUITES, Row, find_row, row_flags, row_names
 
-SHARED = ROOT.parent / "shared"
-MINILM = str(SHARED / "models" / "all-MiniLM-L6-v2")
+MINILM = str(SHARED_MINILM)
 OUT = Path("/tmp/hf_distill_benchmarks")
 RESULTS = ROOT / "benchmarks" / "results.jsonl"
 

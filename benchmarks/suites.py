@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-SHARED_MINILM = ROOT.parent / "shared" / "models" / "all-MiniLM-L6-v2"
+SHARED = ROOT.parent / "shared"
+SHARED_DATA = SHARED / "data"
+SHARED_MINILM = SHARED / "models" / "all-MiniLM-L6-v2"
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 # Quick mode: a CPU smoke run of every row in minutes. It checks that a suite runs end to end; its figures are not
