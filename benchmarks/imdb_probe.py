@@ -12,9 +12,17 @@ embeddings of ../shared/models/all-MiniLM-L6-v2. Learner: hf_distill's TextCNN, 
   hand-made "ideal" distilled set of sentiment words.
 
 For each step size and number of steps it prints the test accuracy of each init and the share of test reviews it
-calls positive (1.00 or 0.00: one constant class). Also prints the linear probe's own test accuracy.
+calls positive (1.00 or 0.00: one constant class). Also prints the linear probe's own test accuracy, and how much of
+the learner's pooled features at init is common to all reviews: |mean feature|² over the mean squared deviation from
+it (large: a gradient step moves every review's logits together).
+
+    python benchmarks/imdb_probe.py --pooled_norm
+
+asks whether removing that common part is enough: the same probe with a TextCNN whose pooled features are
+LayerNorm-ed per review (no affine) before the classifier.
 """
 
+import argparse
 import itertools
 
 import numpy as np
@@ -24,7 +32,15 @@ from run import MINILM, SHARED
 
 from hf_distill import DataArguments, build_learner, load_real_data
 from hf_distill.data import load_input_embeddings
-from hf_distill.methods import learner_logits, unroll
+from hf_distill.learners import TextCNN
+from hf_distill.methods import learner_features, learner_logits, unroll
+
+
+class PooledNormTextCNN(TextCNN):
+    """TextCNN with its pooled features LayerNorm-ed per review: no feature is common to all reviews."""
+
+    def _output(self, features, labels):
+        return super()._output(F.layer_norm(features, features.shape[-1:]), labels)
 
 
 def tensors(ds, embeddings):
@@ -33,6 +49,9 @@ def tensors(ds, embeddings):
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pooled_norm", action="store_true", help="LayerNorm the pooled features per review")
+    pooled_norm = parser.parse_args().pooled_norm
     torch.manual_seed(0)
     embeddings, tokenizer = load_input_embeddings(MINILM)
     data_args = DataArguments(
@@ -65,7 +84,15 @@ def main() -> None:
 
     pick = torch.randperm(len(y), generator=gen)[:200]
     sets = {"real": (x[pick], mask[pick], y[pick]), "lexicon": (lexicon, torch.ones(20, 16), lexicon_labels)}
-    learner = build_learner("textcnn", 2, hidden_size=e_dim).eval()
+    learner = build_learner("textcnn", 2, hidden_size=e_dim)
+    if pooled_norm:
+        learner = PooledNormTextCNN(learner.config)
+    learner.eval()
+    with torch.no_grad():
+        pooled = learner_features(learner, dict(learner.named_parameters()), xt[:500], mask_t[:500])
+    mean = pooled.mean(0)
+    ratio = mean.pow(2).sum() / (pooled - mean).pow(2).sum(1).mean()
+    print(f"pooled features at init: common part / spread = {ratio:.1f}")
     for (name, (sx, smask, sy)), lr, steps in itertools.product(sets.items(), (0.01, 0.03, 0.1, 0.3), (3, 10, 30)):
         accs, positive = [], []
         for seed in range(3):

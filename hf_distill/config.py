@@ -64,6 +64,9 @@ class DistillationConfig(TrainingArguments):
             class, and compute the real-data objective on trusted examples only (see `hf_distill.methods.trust`).
         trust_recalibrate (`bool`, defaults to `True`): the relabelling step of trust-aware distillation; without
             it, only the small-loss split is used (an ablation of the method).
+        trust_untrusted (`str`, defaults to `"drop"`): what the real-data objective does with untrusted examples:
+            `drop` them, or keep them with a `soft` target, the trust learners' mean predicted distribution (a
+            consistency target in place of the label the split distrusts; `unrolled` only).
 
         > Text
 
@@ -145,6 +148,13 @@ class DistillationConfig(TrainingArguments):
     trust_recalibrate: bool = field(
         default=True, metadata={"help": "Relabel reliable untrusted examples (off: the trusted split only)."}
     )
+    trust_untrusted: str = field(
+        default="drop",
+        metadata={
+            "help": "Untrusted examples in the objective: drop, or soft (the trust learners' mean prediction).",
+            "choices": ["drop", "soft"],
+        },
+    )
 
     # Text
     embedding_model: str | None = field(
@@ -225,6 +235,8 @@ class DistillationConfig(TrainingArguments):
         if self.random_truncation and self.backprop_steps is None:
             raise ValueError("random_truncation needs backprop_steps (the length of the back-propagated window).")
         self._resolve_method_options()
+        if self.trust_untrusted not in ("drop", "soft"):
+            raise ValueError(f"trust_untrusted must be 'drop' or 'soft' (got {self.trust_untrusted!r}).")
         if self.trust_interval < 1 or self.trust_models < 1:
             raise ValueError(
                 f"trust_interval and trust_models must be >= 1 (got {self.trust_interval}, {self.trust_models})."
@@ -246,6 +258,7 @@ class DistillationConfig(TrainingArguments):
             "backprop_steps": not unrolled and self.backprop_steps is not None,
             "random_truncation": not unrolled and self.random_truncation,
             "learn_labels": self.distill_method == "distribution_matching" and self.learn_labels,
+            "trust_untrusted='soft'": not unrolled and self.trust_untrusted == "soft",
         }
         for option, asked in unsupported.items():
             if asked:

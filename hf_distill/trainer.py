@@ -23,6 +23,7 @@ from .learners import (
     head_parameter_names,
     is_pretrained_learner,
     load_pretrained_learner,
+    soft_cross_entropy,
     trainable_parameters,
 )
 from .methods import distribution_matching_loss, gradient_matching_loss, learner_features, learner_logits, unroll
@@ -277,10 +278,13 @@ class DistillationTrainer(Trainer):
         return (loss, {"loss": loss}) if return_outputs else loss
 
     def _trusted_rows(self, rows, x, mask):
-        """The trusted rows of a real batch with their current labels; a trust round first when one is due."""
+        """The trusted rows of a real batch with their current labels, or (`trust_untrusted="soft"`) every row with
+        its soft target; a trust round first when one is due."""
         step = self.state.global_step
         if step > 0 and step % self.args.trust_interval == 0 and self.trust_logs.get("step") != step:
             self._trust_round()
+        if self.args.trust_untrusted == "soft" and self.trust.predicted is not None:
+            return x, mask, self.trust.targets(rows.cpu(), len(self.class_names)).to(x.device)
         keep = self.trust.trusted[rows.cpu()]
         if not keep.any():  # nothing trusted in this batch: use it all rather than skip the step
             keep = torch.ones_like(keep)
@@ -317,14 +321,12 @@ class DistillationTrainer(Trainer):
         batches = ((inputs, m) for inputs, m, _ in self._eval_batches(self.train_dataset))
         # Penultimate features for hf_distill's learners; a pretrained classifier's logits stand in for them
         features = learner_logits if self.pretrained else learner_features
-        losses, features, predicted = score(
-            self.learner, learners, batches, self.trust.labels, features, learner_logits
-        )
+        losses, features, probs = score(self.learner, learners, batches, self.trust.labels, features, learner_logits)
         logs = trust_round(
             self.trust,
             losses,
             features,
-            predicted,
+            probs,
             len(self.class_names),
             self.clean_labels,
             self.args.seed,
@@ -334,7 +336,8 @@ class DistillationTrainer(Trainer):
         self.log({f"trust_{k}": v for k, v in logs.items()})
 
     def _unrolled_loss(self, params, x_syn, mask_syn, soft_labels, step_sizes, x, mask, y, seed):
-        """Train the learner on the synthetic set for the learned steps; its cross-entropy on the real batch."""
+        """Train the learner on the synthetic set for the learned steps; its cross-entropy on the real batch (`y`:
+        hard labels, or soft targets from trust-aware distillation)."""
         num_steps = len(step_sizes)
         if self.args.random_truncation:  # RaT-BPTT: a random unroll length, back-propagated through its last steps
             num_steps = random.Random(seed).randint(self.args.backprop_steps, num_steps)
@@ -347,7 +350,7 @@ class DistillationTrainer(Trainer):
             step_sizes[:num_steps],
             backprop_steps=self.args.backprop_steps,
         )
-        return F.cross_entropy(learner_logits(self.learner, params, x, mask), y)
+        return soft_cross_entropy(learner_logits(self.learner, params, x, mask), y)
 
     def create_optimizer(self, model=None):
         # What is optimised is the synthetic set: inputs, label logits and step sizes each get their own step size.

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from conftest import TOY_SETTINGS, quick_config, toy_images
 
 from hf_distill import DistillationConfig, DistillationTrainer, build_learner
@@ -54,6 +55,24 @@ def test_without_recalibration_only_the_split_changes(tmp_path):
     assert rounds[0]["trust_trusted_share"] < 0.9
 
 
+def test_soft_untrusted_keeps_every_row_with_the_learners_prediction(tmp_path):
+    train, test, _ = noisy_toy()
+    trainer, _ = distil(tmp_path, train, test, trust_aware=True, trust_untrusted="soft", max_steps=60)
+    state, rows = trainer.trust, torch.arange(len(train))
+    assert state.predicted.shape == (len(train), 4)
+    assert torch.allclose(state.predicted.sum(1), torch.ones(len(train)))
+    untrusted = ~state.trusted
+    assert 0 < untrusted.sum() < len(train)
+    targets = state.targets(rows, 4)
+    assert torch.equal(targets[untrusted], state.predicted[untrusted])
+    assert torch.equal(targets[state.trusted].argmax(1), state.labels[state.trusted])
+    assert (targets[state.trusted].max(1).values == 1).all()
+    # the objective sees every row of a batch, the untrusted ones with their soft targets
+    x = torch.arange(len(train), dtype=torch.float).unsqueeze(1)
+    kept, _, y = trainer._trusted_rows(rows, x, None)
+    assert torch.equal(kept, x) and y.shape == (len(train), 4)
+
+
 def test_small_loss_split_keeps_the_low_loss_mode_of_each_class():
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1], 100)
@@ -72,3 +91,9 @@ def test_trust_aware_needs_two_examples_per_class(tmp_path):
 def test_trust_options_are_checked(tmp_path):
     with pytest.raises(ValueError, match="trust_interval and trust_models must be >= 1"):
         DistillationConfig(output_dir=str(tmp_path), trust_aware=True, trust_interval=0)
+    with pytest.raises(ValueError, match="does not support trust_untrusted='soft'"):
+        DistillationConfig(
+            output_dir=str(tmp_path), distill_method="gradient_matching", trust_aware=True, trust_untrusted="soft"
+        )
+    with pytest.raises(ValueError, match="trust_untrusted must be 'drop' or 'soft'"):
+        DistillationConfig(output_dir=str(tmp_path), trust_aware=True, trust_untrusted="keep")

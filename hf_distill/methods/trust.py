@@ -12,6 +12,9 @@ One round (`trust_round`), every `trust_interval` outer steps:
    reliable when the learners' predicted class is also the class nearest in Mahalanobis distance (shared covariance
    of the trusted features) and most similar in cosine, and its distance is within what trusted examples show for
    their own class (the median); reliable examples are relabelled with that class and become trusted.
+
+The objective then drops the untrusted examples, or (`trust_untrusted="soft"`) keeps them with the learners' mean
+predicted distribution as a soft target (`TrustState.targets`).
 """
 
 from dataclasses import dataclass
@@ -27,6 +30,14 @@ class TrustState:
 
     labels: torch.Tensor  # [N] int, the given labels after recalibration
     trusted: torch.Tensor  # [N] bool
+    predicted: torch.Tensor | None = None  # [N, K] float, the trust learners' mean predicted distribution
+
+    def targets(self, rows: torch.Tensor, num_labels: int) -> torch.Tensor:
+        """[B, K] soft targets of `rows`: the one-hot label of trusted rows, the predicted distribution of others."""
+        one_hot = torch.nn.functional.one_hot(self.labels[rows], num_labels).float()
+        if self.predicted is None:
+            return one_hot
+        return torch.where(self.trusted[rows, None], one_hot, self.predicted[rows])
 
     @classmethod
     def start(cls, labels) -> "TrustState":
@@ -73,37 +84,40 @@ def reliable_relabels(features: np.ndarray, predicted: np.ndarray, labels: np.nd
 
 @torch.no_grad()
 def score(learner, params_list, batches, labels: torch.Tensor, features_fn, logits_fn):
-    """Mean loss (against `labels`), mean penultimate features and the majority prediction of the learners."""
-    losses, feats, preds, start = [], [], [], 0
+    """Mean loss (against `labels`), mean penultimate features and mean predicted distribution of the learners."""
+    losses, feats, probs, start = [], [], [], 0
     for inputs, mask in batches:
         y = labels[start : start + len(inputs)].to(inputs.device)
         start += len(inputs)
         logits = [logits_fn(learner, p, inputs, mask) for p in params_list]
         losses.append(torch.stack([torch.nn.functional.cross_entropy(z, y, reduction="none") for z in logits]).mean(0))
         feats.append(torch.stack([features_fn(learner, p, inputs, mask) for p in params_list]).mean(0))
-        preds.append(torch.stack([z.softmax(-1) for z in logits]).mean(0).argmax(-1))
-    return (torch.cat(t).float().cpu().numpy() for t in (losses, feats, preds))
+        probs.append(torch.stack([z.softmax(-1) for z in logits]).mean(0))
+    return (torch.cat(t).float().cpu().numpy() for t in (losses, feats, probs))
 
 
 def trust_round(
     state: TrustState,
     losses,
     features,
-    predicted,
+    probs,
     num_labels: int,
     clean_labels=None,
     seed: int = 0,
     recalibrate: bool = True,
 ):
-    """Update `state` in place from one scoring of the real data; returns what to log."""
+    """Update `state` in place from one scoring of the real data (`probs`: the learners' mean predicted
+    distributions); returns what to log."""
     labels = state.labels.numpy()
+    predicted = probs.argmax(1)
     trusted = small_loss_split(losses, labels, num_labels, seed)
     moved = np.zeros_like(trusted)
     if recalibrate:
-        moved = reliable_relabels(features, predicted.astype(int), labels, trusted)
-    labels = np.where(moved, predicted.astype(int), labels)
+        moved = reliable_relabels(features, predicted, labels, trusted)
+    labels = np.where(moved, predicted, labels)
     trusted = trusted | moved
     state.labels, state.trusted = torch.from_numpy(labels).long(), torch.from_numpy(trusted)
+    state.predicted = torch.from_numpy(probs).float()
     logs = {"trusted": int(trusted.sum()), "trusted_share": float(trusted.mean()), "recalibrated": int(moved.sum())}
     if clean_labels is not None:
         clean = np.asarray(clean_labels)
