@@ -389,6 +389,9 @@ class DistillationTrainer(Trainer):
         x, y = distilled.inputs.to(device), distilled.soft_labels.to(device)
         mask = None if distilled.attention_mask is None else distilled.attention_mask.to(device)
         steps = distilled.step_sizes.to(device) if args.eval_protocol == "learned" else None
+        # The baseline's classes are those the synthetic examples were created for, not their learned labels' argmax
+        # (which may drift to another class and would then leave a class out of the baseline).
+        baseline_classes = initial_label_logits(*distilled.soft_labels.shape).argmax(-1).tolist()
         runs, baseline_runs = [], []
         # The fresh learners are split across processes (model i on process i mod N), then gathered in order.
         for i in range(args.process_index, args.num_eval_models, args.world_size):
@@ -406,7 +409,7 @@ class DistillationTrainer(Trainer):
             )
             runs.append((i, self.compute_metrics(predict(self.learner, params, self._eval_batches(rows)))))
             if args.eval_baseline:  # a random real subset with the same number of examples per class, hard labels
-                bx, bmask, by = self._real_examples(self.train_dataset, distilled.labels.tolist(), args.seed + i)
+                bx, bmask, by = self._real_examples(self.train_dataset, baseline_classes, args.seed + i)
                 params = train_on_set(
                     self.learner, init, bx, bmask, by, steps=args.eval_train_steps, lr=args.eval_learning_rate
                 )

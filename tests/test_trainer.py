@@ -34,6 +34,26 @@ def test_distilled_set_beats_random_real_subset(tmp_path, image_data):
     assert metrics["eval_accuracy"] > metrics["eval_baseline_accuracy"] + 0.1, metrics
 
 
+def test_baseline_keeps_the_classes_the_set_was_made_for(tmp_path, image_data):
+    train, test = image_data
+    trainer = DistillationTrainer(
+        args=quick_config(tmp_path, synthetic_per_class=2),
+        train_dataset=train,
+        eval_dataset=test,
+        learner=small_convnet(),
+    )
+    with torch.no_grad():  # every learned label drifts to class 0
+        trainer.model.label_logits.zero_()
+        trainer.model.label_logits[:, 0] = 5.0
+    drawn = []
+    real_examples = trainer._real_examples
+    trainer._real_examples = lambda dataset, classes, seed: (
+        drawn.append(classes) or real_examples(dataset, classes, seed)
+    )
+    trainer.evaluate()
+    assert drawn and all(sorted(classes) == [0, 0, 1, 1, 2, 2, 3, 3] for classes in drawn), drawn
+
+
 def test_fixed_init_uses_one_init_and_saves_it(tmp_path, image_data):
     train, test = image_data
     trainer = DistillationTrainer(
