@@ -33,10 +33,9 @@ class TrustState:
     predicted: torch.Tensor | None = None  # [N, K] float, the trust learners' mean predicted distribution
 
     def targets(self, rows: torch.Tensor, num_labels: int) -> torch.Tensor:
-        """[B, K] soft targets of `rows`: the one-hot label of trusted rows, the predicted distribution of others."""
+        """[B, K] soft targets of `rows` (after a round): the one-hot label of trusted rows, the predicted
+        distribution of the others."""
         one_hot = torch.nn.functional.one_hot(self.labels[rows], num_labels).float()
-        if self.predicted is None:
-            return one_hot
         return torch.where(self.trusted[rows, None], one_hot, self.predicted[rows])
 
     @classmethod
