@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 DISTILL_METHODS = ("unrolled", "gradient_matching", "distribution_matching")
+TRUST_UNTRUSTED = ("drop", "soft")  # what the objective does with untrusted examples
 
 
 @dataclass
@@ -152,7 +153,7 @@ class DistillationConfig(TrainingArguments):
         default="drop",
         metadata={
             "help": "Untrusted examples in the objective: drop, or soft (the trust learners' mean prediction).",
-            "choices": ["drop", "soft"],
+            "choices": list(TRUST_UNTRUSTED),
         },
     )
 
@@ -235,7 +236,7 @@ class DistillationConfig(TrainingArguments):
         if self.random_truncation and self.backprop_steps is None:
             raise ValueError("random_truncation needs backprop_steps (the length of the back-propagated window).")
         self._resolve_method_options()
-        if self.trust_untrusted not in ("drop", "soft"):
+        if self.trust_untrusted not in TRUST_UNTRUSTED:
             raise ValueError(f"trust_untrusted must be 'drop' or 'soft' (got {self.trust_untrusted!r}).")
         if self.trust_interval < 1 or self.trust_models < 1:
             raise ValueError(
