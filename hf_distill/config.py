@@ -52,6 +52,8 @@ class DistillationConfig(TrainingArguments):
         step_size_init (`float`, defaults to `0.02`): initial inner learning rate of every step.
         learn_step_sizes (`bool`, defaults to `True` with `unrolled`): learn the per-step learning rates.
         step_size_learning_rate (`float`, defaults to `0.01`): Adam step size of the log step sizes.
+        max_step_size (`float` or `None`): an upper bound on every learned step size (`None`: unbounded). Long
+            unrolls turn chaotic once the learned step sizes grow too large; the bound keeps them below that.
         backprop_steps (`int` or `None`): back-propagate through only the last K inner steps (truncated BPTT);
             `None` back-propagates through all of them.
         random_truncation (`bool`, defaults to `False`): with `backprop_steps`, stop the unroll after a random
@@ -133,6 +135,9 @@ class DistillationConfig(TrainingArguments):
         default=None, metadata={"help": "Learn the per-step inner learning rates (default: yes, with unrolled)."}
     )
     step_size_learning_rate: float = field(default=0.01, metadata={"help": "Adam step size of the log step sizes."})
+    max_step_size: float | None = field(
+        default=None, metadata={"help": "Upper bound on every learned inner step size (default: unbounded)."}
+    )
     backprop_steps: int | None = field(
         default=None, metadata={"help": "Back-propagate through only the last K inner steps (default: all)."}
     )
@@ -233,6 +238,10 @@ class DistillationConfig(TrainingArguments):
             raise ValueError(
                 f"backprop_steps must be in [1, inner_steps * inner_epochs = {total}] (got {self.backprop_steps})."
             )
+        if self.max_step_size is not None and not 0 < self.step_size_init <= self.max_step_size:
+            raise ValueError(
+                f"max_step_size must be >= step_size_init > 0 (got {self.max_step_size}, {self.step_size_init})."
+            )
         if self.random_truncation and self.backprop_steps is None:
             raise ValueError("random_truncation needs backprop_steps (the length of the back-propagated window).")
         self._resolve_method_options()
@@ -258,6 +267,7 @@ class DistillationConfig(TrainingArguments):
             "eval_protocol='learned'": not unrolled and self.eval_protocol == "learned",
             "backprop_steps": not unrolled and self.backprop_steps is not None,
             "random_truncation": not unrolled and self.random_truncation,
+            "max_step_size": not unrolled and self.max_step_size is not None,
             "learn_labels": self.distill_method == "distribution_matching" and self.learn_labels,
             "trust_untrusted='soft'": not unrolled and self.trust_untrusted == "soft",
         }

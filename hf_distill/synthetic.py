@@ -55,6 +55,7 @@ class SyntheticSet(nn.Module):
         attention_mask=None,
         learn_labels=True,
         learn_step_sizes=True,
+        max_step_size=None,
     ):
         super().__init__()
         self.inputs = nn.Parameter(inputs.clone())
@@ -63,10 +64,15 @@ class SyntheticSet(nn.Module):
             torch.full((num_steps,), math.log(step_size_init)), requires_grad=learn_step_sizes
         )
         self.register_buffer("attention_mask", attention_mask)
+        self.max_log_step_size = None if max_step_size is None else math.log(max_step_size)
+
+    def step_sizes(self) -> torch.Tensor:
+        # Kept as logs so that they stay positive whatever the update; clamped from above if bounded.
+        log = self.log_step_sizes
+        return (log if self.max_log_step_size is None else log.clamp(max=self.max_log_step_size)).exp()
 
     def forward(self):
-        # Step sizes are kept as logs so that they stay positive whatever the update.
-        return self.inputs, self.attention_mask, self.label_logits.softmax(-1), self.log_step_sizes.exp()
+        return self.inputs, self.attention_mask, self.label_logits.softmax(-1), self.step_sizes()
 
 
 @dataclass

@@ -228,7 +228,14 @@ class DistillationTrainer(Trainer):
             inputs = torch.randn(inputs.shape, generator=gen) * scale
         mask = None if mask is None else torch.ones_like(mask)  # every synthetic position is learned and attended
         return SyntheticSet(
-            inputs, labels, args.total_inner_steps, args.step_size_init, mask, args.learn_labels, args.learn_step_sizes
+            inputs,
+            labels,
+            args.total_inner_steps,
+            args.step_size_init,
+            mask,
+            args.learn_labels,
+            args.learn_step_sizes,
+            args.max_step_size,
         )
 
     def _real_examples(self, dataset, classes: list[int], seed: int, device=None):
@@ -369,7 +376,7 @@ class DistillationTrainer(Trainer):
     def log(self, logs, start_time=None):
         # Also log the mean learned inner step size: its drift is the first sign of an unstable run.
         if "loss" in logs and self.model.log_step_sizes.requires_grad:
-            logs["inner_step_size"] = round(self.model.log_step_sizes.detach().exp().mean().item(), 6)
+            logs["inner_step_size"] = round(self.model.step_sizes().detach().mean().item(), 6)
         super().log(logs, start_time)
 
     def _eval_batches(self, rows: TensorRows):

@@ -81,6 +81,28 @@ def test_fewer_synthetic_examples_than_classes(tmp_path, image_data):
     assert math.isfinite(trainer.evaluate()["eval_accuracy"])
 
 
+def test_max_step_size_bounds_the_learned_step_sizes(tmp_path, image_data):
+    train, test = image_data
+    saved = {}
+    for bound in (None, 0.03):
+        args = quick_config(
+            tmp_path,
+            max_steps=8,
+            step_size_init=0.02,
+            step_size_learning_rate=0.3,
+            max_step_size=bound,
+            output_dir=str(tmp_path / str(bound)),
+        )
+        trainer = DistillationTrainer(args=args, train_dataset=train, eval_dataset=test, learner=small_convnet())
+        trainer.train()
+        trainer.save_model()
+        saved[bound] = DistilledDataset.load(tmp_path / str(bound)).step_sizes
+    assert saved[None].max() > 0.03  # the steps would grow past the bound without it
+    assert saved[0.03].max() <= 0.03 + 1e-6 and torch.isclose(saved[0.03].max(), torch.tensor(0.03))
+    with pytest.raises(ValueError, match="max_step_size must be >= step_size_init"):
+        quick_config(tmp_path, step_size_init=0.05, max_step_size=0.01)
+
+
 def test_checkpoint_resume_continues_from_the_same_state(tmp_path, image_data):
     train, test = image_data
     args = quick_config(tmp_path, max_steps=6, save_strategy="steps", save_steps=3, seed=3)
