@@ -10,16 +10,16 @@ from hf_distill.methods import distribution_matching_loss, gradient_matching_los
 METHODS = ["gradient_matching", "distribution_matching"]
 
 
-def objective(trainer, method, x, y):
-    """The method's loss on the whole real set `x, y` under the trainer's fixed init."""
+def objective(trainer, method, x, y, mask=None):
+    """The method's loss on the whole real set `x, y` (text: with `mask`) under the trainer's fixed init."""
     synthetic = trainer.model
+    x_syn, mask_syn, soft, _ = synthetic()
     classes = synthetic.label_logits.argmax(-1)
     params = trainer.fixed_init
     with torch.enable_grad():
         if method == "distribution_matching":
-            return distribution_matching_loss(trainer.learner, params, synthetic.inputs, None, classes, x, None, y)
-        soft = synthetic.label_logits.softmax(-1)
-        return gradient_matching_loss(trainer.learner, params, synthetic.inputs, None, soft, classes, x, None, y)
+            return distribution_matching_loss(trainer.learner, params, x_syn, mask_syn, classes, x, mask, y)
+        return gradient_matching_loss(trainer.learner, params, x_syn, mask_syn, soft, classes, x, mask, y)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -41,6 +41,37 @@ def test_matching_lowers_its_own_loss_and_changes_the_set(tmp_path, image_data, 
     assert not trainer.model.log_step_sizes.requires_grad  # nothing to learn them from
     metrics = trainer.evaluate()  # with Adam (eval_protocol defaults to "adam" for matching objectives)
     assert 0.0 <= metrics["eval_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_matching_lowers_its_own_loss_on_text(tmp_path, tiny_embedding_model, text_dataset_dir, method):
+    from transformers import AutoTokenizer
+
+    from hf_distill import load_real_data
+    from hf_distill.data import DataArguments
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_embedding_model)
+    data = load_real_data(DataArguments(dataset=text_dataset_dir, max_length=12), tokenizer=tokenizer)
+    args = quick_config(
+        tmp_path,
+        distill_method=method,
+        learner_init="fixed",
+        embedding_model=tiny_embedding_model,
+        learner="textcnn",
+        synthetic_per_class=2,
+        max_steps=30,
+        learning_rate=0.05,
+        per_device_train_batch_size=len(data.train),  # every outer step sees the whole (toy) training set
+        num_eval_models=1,
+    )
+    trainer = DistillationTrainer(args=args, train_dataset=data.train, eval_dataset=data.eval)
+    x, mask, y = trainer._real_inputs(next(iter(trainer.get_train_dataloader())))
+    before_inputs = trainer.model.inputs.detach().clone()
+    before = objective(trainer, method, x, y, mask).item()
+    trainer.train()
+    after = objective(trainer, method, x, y, mask).item()
+    assert after < 0.8 * before, (before, after)
+    assert not torch.equal(before_inputs, trainer.model.inputs.detach())
 
 
 def test_distribution_matching_beats_random_real_subset(tmp_path, image_data):
