@@ -246,7 +246,8 @@ class DistillationConfig(TrainingArguments):
             raise ValueError("random_truncation needs backprop_steps (the length of the back-propagated window).")
         self._resolve_method_options()
         if self.trust_untrusted not in TRUST_UNTRUSTED:
-            raise ValueError(f"trust_untrusted must be 'drop' or 'soft' (got {self.trust_untrusted!r}).")
+            choices = " or ".join(map(repr, TRUST_UNTRUSTED))
+            raise ValueError(f"trust_untrusted must be {choices} (got {self.trust_untrusted!r}).")
         if self.trust_interval < 1 or self.trust_models < 1:
             raise ValueError(
                 f"trust_interval and trust_models must be >= 1 (got {self.trust_interval}, {self.trust_models})."
