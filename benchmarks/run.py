@@ -76,14 +76,15 @@ def versions() -> dict:
 
 
 def full_data(argv: list[str], epochs: int = 2) -> dict:
-    """Train the run's learner on its whole training split with Adam: the full-data ceiling."""
+    """Train the run's learner on its whole training split with Adam: the full-data ceiling. A pretrained learner
+    (fresh head) is fine-tuned as usual instead: AdamW at 5e-5."""
     from torch.utils.data import DataLoader
     from transformers import default_data_collator
 
     from hf_distill.cli import parse_args
     from hf_distill.data import load_input_embeddings, load_real_data
     from hf_distill.evaluation import accuracy, predict
-    from hf_distill.learners import build_learner
+    from hf_distill.learners import build_learner, is_pretrained_learner, load_pretrained_learner
 
     data_args, args = parse_args(argv)
     embeddings = tokenizer = None
@@ -97,7 +98,11 @@ def full_data(argv: list[str], epochs: int = 2) -> dict:
         if embeddings is not None
         else {"num_channels": first["pixel_values"].shape[0], "image_size": first["pixel_values"].shape[-1]}
     )
-    learner = build_learner(args.learner, len(data.label_names), **shape)
+    pretrained = is_pretrained_learner(args.learner)
+    if pretrained:
+        learner = load_pretrained_learner(args.learner, data.label_names)
+    else:
+        learner = build_learner(args.learner, len(data.label_names), **shape)
 
     def batches(ds, shuffle):
         for b in DataLoader(ds, batch_size=64, shuffle=shuffle, collate_fn=default_data_collator):
@@ -106,7 +111,11 @@ def full_data(argv: list[str], epochs: int = 2) -> dict:
             else:
                 yield torch.nn.functional.embedding(b["input_ids"], embeddings), b["attention_mask"], b["labels"]
 
-    optimizer = torch.optim.Adam(learner.parameters(), lr=1e-3)
+    optimizer = (
+        torch.optim.AdamW(learner.parameters(), lr=5e-5)
+        if pretrained
+        else torch.optim.Adam(learner.parameters(), lr=1e-3)
+    )
     learner.train()
     for _ in range(epochs):
         for x, mask, y in batches(data.train, True):

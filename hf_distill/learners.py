@@ -6,11 +6,16 @@ plain `Trainer` and saves with `save_pretrained` as well as inside the distillat
 """
 
 import math
+from contextlib import contextmanager
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
+from torch.utils.checkpoint import checkpoint
 from transformers import PretrainedConfig, PreTrainedModel
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 
@@ -269,3 +274,42 @@ def trainable_parameters(model: PreTrainedModel) -> dict[str, torch.Tensor]:
         skip = None
     skip = skip.weight if isinstance(skip, nn.Embedding) else None
     return {n: p for n, p in model.named_parameters() if p is not skip}
+
+
+def checkpointable_layers(model: nn.Module) -> list[nn.Module]:
+    """The transformers layers of `model` that activation checkpointing recomputes (none in hf_distill's own)."""
+    return [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+
+
+@contextmanager
+def activation_checkpointing(model: nn.Module):
+    """Within the block, each transformers layer of `model` keeps only its inputs for the backward pass and recomputes
+    its activations there, also when the weights are passed functionally (`functional_call`, as in the unroll).
+
+    `transformers`' own checkpointing re-reads the layer's weights from the module when it recomputes, after
+    `functional_call` has put the original weights back; here the layer's weights of the moment are inputs of the
+    (non-reentrant) checkpoint, so the recomputation uses exactly the weights of the forward pass.
+    """
+    layers = checkpointable_layers(model)
+    for layer in layers:
+        layer.forward = partial(_checkpointed_forward, layer, layer.forward)  # shadows the class's forward
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.forward
+
+
+def _checkpointed_forward(layer: nn.Module, forward, *args, **kwargs):
+    if getattr(layer, "_recomputing", False):  # inside `run` below: the layer itself
+        return forward(*args, **kwargs)
+    names, weights = zip(*layer.named_parameters())  # within functional_call: the weights passed to it
+
+    def run(*tensors):
+        layer._recomputing = True
+        try:
+            return functional_call(layer, dict(zip(names, tensors[: len(names)])), tensors[len(names) :], kwargs)
+        finally:
+            layer._recomputing = False
+
+    return checkpoint(run, *weights, *args, use_reentrant=False)

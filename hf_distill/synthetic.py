@@ -74,6 +74,10 @@ class SyntheticSet(nn.Module):
     def forward(self):
         return self.inputs, self.attention_mask, self.label_logits.softmax(-1), self.step_sizes()
 
+    def activation_checkpointing_enable(self, **kwargs):
+        """Called by `Trainer` for `activation_checkpointing=True`. The set has no layers to recompute: the
+        `DistillationTrainer` checkpoints the learner's layers on the real batch instead."""
+
 
 @dataclass
 class DistilledDataset:

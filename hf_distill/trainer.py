@@ -1,5 +1,6 @@
 import os
 import random
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,10 @@ from .evaluation import accuracy, predict, summarize, train_on_set
 from .hub import check_repo_id, check_token
 from .learners import (
     _Learner,
+    activation_checkpointing,
     build_learner,
     check_pretrained_modality,
+    checkpointable_layers,
     fresh_head,
     head_parameter_names,
     is_pretrained_learner,
@@ -161,6 +164,17 @@ class DistillationTrainer(Trainer):
                 raise ValueError(
                     "distribution_matching compares the penultimate embeddings of hf_distill's own learners; "
                     f"use 'unrolled' or 'gradient_matching' with {args.learner!r}."
+                )
+        if args.activation_checkpointing:
+            if args.distill_method != "unrolled":
+                raise ValueError(
+                    "activation_checkpointing recomputes the learner's layers on the real batch of the unrolled "
+                    f"objective; distill_method={args.distill_method!r} does not use it."
+                )
+            if not checkpointable_layers(learner):
+                raise ValueError(
+                    "activation_checkpointing recomputes the layers of a transformers learner (a pretrained "
+                    f"transformer); {type(learner).__name__} has none."
                 )
         if args.trust_aware:
             counts = np.bincount(self.train_labels, minlength=num_labels)
@@ -357,7 +371,9 @@ class DistillationTrainer(Trainer):
             step_sizes[:num_steps],
             backprop_steps=self.args.backprop_steps,
         )
-        return soft_cross_entropy(learner_logits(self.learner, params, x, mask), y)
+        with activation_checkpointing(self.learner) if self.args.activation_checkpointing else nullcontext():
+            logits = learner_logits(self.learner, params, x, mask)
+        return soft_cross_entropy(logits, y)
 
     def create_optimizer(self, model=None):
         # What is optimised is the synthetic set: inputs, label logits and step sizes each get their own step size.

@@ -17,7 +17,7 @@ from hf_distill import (
     load_real_data,
     soft_label_loss,
 )
-from hf_distill.learners import head_parameter_names
+from hf_distill.learners import checkpointable_layers, head_parameter_names
 
 
 @pytest.fixture
@@ -66,6 +66,45 @@ def test_distillation_lowers_the_real_loss_after_the_inner_steps(tmp_path, tiny_
     )
     trainer.train()
     assert outer_loss(trainer, trainer.model) < outer_loss(trainer, initial)
+
+
+def test_activation_checkpointing_recomputes_the_layers_with_the_same_gradients(
+    tmp_path, tiny_embedding_model, text_data
+):
+    runs = []
+    for checkpointing in (False, True):
+        trainer = pretrained_trainer(
+            tmp_path, tiny_embedding_model, text_data, learner_init="fixed", activation_checkpointing=checkpointing
+        )
+        batch = runs[0][0] if runs else next(iter(trainer.get_train_dataloader()))
+        calls = []
+        hook = checkpointable_layers(trainer.learner)[0].register_forward_hook(lambda *_: calls.append(1))
+        loss = trainer.compute_loss(trainer.model, batch)
+        loss.backward()
+        hook.remove()
+        runs.append((batch, len(calls), loss.detach(), trainer.model.inputs.grad, trainer.model.log_step_sizes.grad))
+    (_, plain_calls, *plain), (_, checkpointed_calls, *checkpointed) = runs
+    assert checkpointed_calls > plain_calls  # the layer ran again in the backward pass
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(plain, checkpointed))
+    assert plain[1].abs().sum() > 0
+    trainer.train()  # Trainer's own activation_checkpointing_enable() call on the synthetic set is harmless
+
+
+def test_activation_checkpointing_needs_transformers_layers_and_the_unroll(tmp_path, tiny_embedding_model, text_data):
+    data, _ = text_data
+    args = quick_config(
+        tmp_path, learner="textcnn", embedding_model=tiny_embedding_model, activation_checkpointing=True
+    )
+    with pytest.raises(ValueError, match="transformers learner .* TextCNN has none"):
+        DistillationTrainer(args=args, train_dataset=data.train)
+    with pytest.raises(ValueError, match="distill_method='gradient_matching' does not use it"):
+        pretrained_trainer(
+            tmp_path,
+            tiny_embedding_model,
+            text_data,
+            distill_method="gradient_matching",
+            activation_checkpointing=True,
+        )
 
 
 def test_plain_trainer_fine_tunes_on_a_distilled_set_then_reads_text(tmp_path, tiny_embedding_model, text_data):
