@@ -82,7 +82,8 @@ class DistillationConfig(TrainingArguments):
         eval_protocol (`str`, defaults to `"learned"` with `unrolled`, else `"adam"`): train them with the learned
             step sizes (`learned`) or with Adam (`adam`, `eval_train_steps` full-batch steps at `eval_learning_rate`).
         eval_train_steps (`int`, defaults to `300`): Adam steps for `eval_protocol="adam"` and for the baseline.
-        eval_learning_rate (`float`, defaults to `0.001`): Adam step size for the same.
+        eval_learning_rate (`float`, defaults to `0.001`, or `5e-5` for a pretrained learner): Adam step size for the
+            same (a pretrained transformer is fine-tuned at a fine-tuning rate).
         eval_baseline (`bool`, defaults to `True`): also train on random real subsets of the same size (hard labels,
             Adam), the baseline that says whether distillation helped.
         image_mean, image_std (`list[float]` or `None`): the normalisation of the real images, kept with the set
@@ -177,8 +178,9 @@ class DistillationConfig(TrainingArguments):
         },
     )
     eval_train_steps: int = field(default=300, metadata={"help": "Adam steps (eval_protocol=adam and baseline)."})
-    eval_learning_rate: float = field(
-        default=1e-3, metadata={"help": "Adam step size (eval_protocol=adam and baseline)."}
+    eval_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Adam step size (eval_protocol=adam and baseline; default 1e-3, 5e-5 for pretrained)."},
     )
     eval_baseline: bool = field(default=True, metadata={"help": "Also evaluate a same-size random real subset."})
     image_mean: list[float] | None = field(default=None, metadata={"help": "Per-channel mean of the real images."})

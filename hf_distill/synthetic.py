@@ -244,10 +244,11 @@ class DistilledDataset:
 
         return from_hub(repo_id, revision=revision, token=token, cache_dir=cache_dir)
 
-    def train_learner(self, learner=None, *, protocol: str = "learned", seed: int = 0, steps: int = 300, lr=1e-3):
+    def train_learner(self, learner=None, *, protocol: str = "learned", seed: int = 0, steps: int = 300, lr=None):
         """A learner trained on this set, ready for `save_pretrained`. Default: a fresh copy of the learner it was
         distilled for (its fixed init when there is one, else drawn from `seed`). `protocol`: `learned` (one step
-        per learned step size) or `adam` (`steps` full-batch Adam steps at `lr`)."""
+        per learned step size) or `adam` (`steps` full-batch Adam steps at `lr`: default 1e-3, or 5e-5 for a
+        pretrained transformer, as in `DistillationConfig.eval_learning_rate`)."""
         from .evaluation import train_on_set
         from .learners import LEARNERS, LearnerConfig, fresh_head, load_pretrained_learner, trainable_parameters
 
@@ -270,6 +271,8 @@ class DistilledDataset:
             )
         if protocol not in ("learned", "adam") or (protocol == "learned" and self.step_sizes is None):
             raise ValueError(f"protocol must be 'learned' (needs step sizes) or 'adam', not {protocol!r}.")
+        if lr is None:
+            lr = 1e-3 if isinstance(learner, tuple(LEARNERS.values())) else 5e-5
         params = {k: v.detach() for k, v in trainable_parameters(learner).items()}
         trained = train_on_set(
             learner.eval(),

@@ -139,6 +139,8 @@ class DistillationTrainer(Trainer):
         self.pretrained = not isinstance(learner, _Learner)  # anything but hf_distill's own starts pretrained
         if args.learner_init is None:
             args.learner_init = "pretrained" if self.pretrained else "random"
+        if args.eval_learning_rate is None:  # Adam for the eval learners: a fine-tuning rate for a pretrained one
+            args.eval_learning_rate = 5e-5 if self.pretrained else 1e-3
         if self.pretrained and args.learner_init == "random":
             raise ValueError(
                 "A pretrained learner keeps its pretrained weights: use learner_init='pretrained' (a fresh head "

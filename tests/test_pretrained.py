@@ -46,6 +46,7 @@ def outer_loss(trainer, synthetic, seed=0):
 def test_pretrained_learner_distils(tmp_path, tiny_embedding_model, text_data):
     trainer = pretrained_trainer(tmp_path, tiny_embedding_model, text_data, max_steps=3)
     assert trainer.args.learner_init == "pretrained" and trainer.args.embedding_model == tiny_embedding_model
+    assert trainer.args.eval_learning_rate == 5e-5  # Adam for eval learners and baseline at a fine-tuning rate
     before = trainer.model.inputs.detach().clone()
     trainer.train()
     assert not torch.equal(before, trainer.model.inputs)

@@ -18,6 +18,7 @@ def test_synthetic_set_changes_during_training(tmp_path, image_data):
     trainer = DistillationTrainer(
         args=quick_config(tmp_path), train_dataset=train, eval_dataset=test, learner=small_convnet()
     )
+    assert trainer.args.eval_learning_rate == 1e-3  # hf_distill's own learners: Adam at 1e-3 for eval and baseline
     before = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
     trainer.train()
     for name, value in trainer.model.named_parameters():
