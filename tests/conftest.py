@@ -29,7 +29,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from datasets import ClassLabel, Dataset, DatasetDict  # noqa: E402
 from hub_server import FakeHub  # noqa: E402
-from transformers import BertConfig, BertModel, BertTokenizerFast  # noqa: E402
+from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizerFast  # noqa: E402
 
 from hf_distill import DistillationConfig, DistilledDataset, build_learner  # noqa: E402
 from hf_distill.data import pixel_dataset  # noqa: E402
@@ -198,6 +198,26 @@ def tiny_embedding_model(tmp_path_factory) -> str:
         max_position_embeddings=64,
     )
     BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_pretrained_model(tmp_path_factory, tiny_embedding_model) -> str:
+    """The tiny BERT after a few steps on toy sentiment sentences, saved without its head: like a real pretrained
+    transformer, its features already tell the classes apart, so that two steps on a fresh head can learn them."""
+    tokenizer = BertTokenizerFast.from_pretrained(tiny_embedding_model)
+    torch.manual_seed(0)
+    model = BertForSequenceClassification.from_pretrained(tiny_embedding_model, num_labels=2)
+    texts, labels = _sentences(200, seed=2)
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(10):  # enough to make the features useful, not enough to solve the task from any head
+        optimizer.zero_grad()
+        model(**batch, labels=torch.tensor(labels)).loss.backward()
+        optimizer.step()
+    path = tmp_path_factory.mktemp("tiny-bert-pretrained")
+    model.bert.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
 
