@@ -84,7 +84,7 @@ def full_data(argv: list[str], epochs: int = 2) -> dict:
     from hf_distill.cli import parse_args
     from hf_distill.data import load_input_embeddings, load_real_data
     from hf_distill.evaluation import accuracy, predict
-    from hf_distill.learners import build_learner, is_pretrained_learner, load_pretrained_learner
+    from hf_distill.learners import adam_learning_rate, build_learner, is_pretrained_learner, load_pretrained_learner
 
     data_args, args = parse_args(argv)
     embeddings = tokenizer = None
@@ -111,10 +111,8 @@ def full_data(argv: list[str], epochs: int = 2) -> dict:
             else:
                 yield torch.nn.functional.embedding(b["input_ids"], embeddings), b["attention_mask"], b["labels"]
 
-    optimizer = (
-        torch.optim.AdamW(learner.parameters(), lr=5e-5)
-        if pretrained
-        else torch.optim.Adam(learner.parameters(), lr=1e-3)
+    optimizer = (torch.optim.AdamW if pretrained else torch.optim.Adam)(
+        learner.parameters(), adam_learning_rate(learner)
     )
     learner.train()
     for _ in range(epochs):

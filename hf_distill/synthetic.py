@@ -250,7 +250,14 @@ class DistilledDataset:
         per learned step size) or `adam` (`steps` full-batch Adam steps at `lr`: default 1e-3, or 5e-5 for a
         pretrained transformer, as in `DistillationConfig.eval_learning_rate`)."""
         from .evaluation import train_on_set
-        from .learners import LEARNERS, LearnerConfig, fresh_head, load_pretrained_learner, trainable_parameters
+        from .learners import (
+            LEARNERS,
+            LearnerConfig,
+            adam_learning_rate,
+            fresh_head,
+            load_pretrained_learner,
+            trainable_parameters,
+        )
 
         if learner is None and self.metadata.get("learner_id"):  # a pretrained transformer with a fresh head
             learner = load_pretrained_learner(self.metadata["learner_id"], self.label_names)
@@ -271,8 +278,7 @@ class DistilledDataset:
             )
         if protocol not in ("learned", "adam") or (protocol == "learned" and self.step_sizes is None):
             raise ValueError(f"protocol must be 'learned' (needs step sizes) or 'adam', not {protocol!r}.")
-        if lr is None:
-            lr = 1e-3 if isinstance(learner, tuple(LEARNERS.values())) else 5e-5
+        lr = adam_learning_rate(learner) if lr is None else lr
         params = {k: v.detach() for k, v in trainable_parameters(learner).items()}
         trained = train_on_set(
             learner.eval(),

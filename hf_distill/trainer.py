@@ -19,6 +19,7 @@ from .hub import check_repo_id, check_token
 from .learners import (
     _Learner,
     activation_checkpointing,
+    adam_learning_rate,
     build_learner,
     check_pretrained_modality,
     checkpointable_layers,
@@ -139,8 +140,8 @@ class DistillationTrainer(Trainer):
         self.pretrained = not isinstance(learner, _Learner)  # anything but hf_distill's own starts pretrained
         if args.learner_init is None:
             args.learner_init = "pretrained" if self.pretrained else "random"
-        if args.eval_learning_rate is None:  # Adam for the eval learners: a fine-tuning rate for a pretrained one
-            args.eval_learning_rate = 5e-5 if self.pretrained else 1e-3
+        if args.eval_learning_rate is None:
+            args.eval_learning_rate = adam_learning_rate(learner)
         if self.pretrained and args.learner_init == "random":
             raise ValueError(
                 "A pretrained learner keeps its pretrained weights: use learner_init='pretrained' (a fresh head "
