@@ -47,8 +47,11 @@ def test_presets_supply_defaults_and_flags_override_them():
     data_args, args = parse_args(["--dataset", "../shared/data/imdb"])
     assert (args.learner, args.synthetic_per_class, data_args.max_length) == ("textcnn", 10, 256)
     assert args.embedding_model == "sentence-transformers/all-MiniLM-L6-v2"
-    _, args = parse_args(["--dataset", "imdb", "--synthetic_per_class", "2"])
-    assert args.synthetic_per_class == 2
+    assert (args.learning_rate, args.total_inner_steps) == (3e-4, 5)  # sized for MiniLM's embeddings; 5 inner steps
+    _, args = parse_args(["--dataset", "imdb", "--synthetic_per_class", "2", "--learning_rate", "0.01"])
+    assert (args.synthetic_per_class, args.learning_rate) == (2, 0.01)
+    _, args = parse_args(["--dataset", "mnist"])
+    assert args.learning_rate == 0.03  # normalised pixels
     _, args = parse_args([])
     assert args.learner == "convnet" and args.output_dir == "distilled"  # the offline digits demo
 
