@@ -25,12 +25,20 @@ def load(path: Path) -> list[dict]:
 
 
 def runs_of(records: list[dict], suite: Suite, mode: str) -> dict[str, list[dict]]:
-    """Records of each row of the suite in this mode, oldest first (the last one is the row's figure)."""
+    """Records of each row of the suite in this mode: those run with other flags first, then those of the row's own
+    command, each oldest first; the last one is the row's figure."""
     runs: dict[str, list[dict]] = {}
     for r in records:
         if r.get("suite") == suite.name and r.get("mode") == mode:
             runs.setdefault(r["row"], []).append(r)
-    return runs
+    return {row: sorted(rs, key=_is_plain) for row, rs in runs.items()}
+
+
+def _is_plain(record: dict) -> bool:
+    """Whether a record is of its row's own command (`run.py SUITE/ROW`, and `--quick` in quick mode)."""
+    words = _settings(record)
+    flags = words[next((i + 1 for i, w in enumerate(words) if w.endswith("run.py")), len(words)) :]
+    return flags == [f"{record['suite']}/{record['row']}"] + (["--quick"] if record["mode"] == "quick" else [])
 
 
 def _pct(value: float | None, std: float | None = None) -> str:
@@ -125,11 +133,12 @@ def render(records: list[dict], mode: str = "full", previews: dict | None = None
     """Markdown for every suite: its rows with our latest figure, the baselines and the published figure, and the
     suite's plot where `figures` names one (suite name → image path relative to the doc)."""
     intro = (
-        "Every row is `python benchmarks/run.py SUITE/ROW` (or the whole `SUITE`), the latest record of "
-        f"benchmarks/results.jsonl in {mode} mode; **runs** counts the records of that row and the spread of their "
-        "means (points). Accuracy is the mean ± std over the fresh learners in brackets; *random subset* is a "
-        "same-size real subset with the same protocol; *full data* is the same learner trained on the whole training "
-        "split (Adam, 2 epochs; 1 in quick mode). Rows that say *not run* have no record yet."
+        "Every row is `python benchmarks/run.py SUITE/ROW` (or the whole `SUITE`), the latest record of that command "
+        f"in benchmarks/results.jsonl in {mode} mode (the latest with other flags where there is none); **runs** "
+        "counts the records of the same command and the spread of their means (points). Accuracy is the mean ± std "
+        "over the fresh learners in brackets; *random subset* is a same-size real subset with the same protocol; "
+        "*full data* is the same learner trained on the whole training split (Adam, 2 epochs; 1 in quick mode). Rows "
+        "that say *not run* have no record yet."
     )
     tables = [suite_table(s, records, mode, previews) for s in SUITES.values()]
     tables = [t + (f"\n\n![{n}]({figures[n]})" if n in (figures or {}) else "") for n, t in zip(SUITES, tables)]

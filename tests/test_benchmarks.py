@@ -40,13 +40,16 @@ def test_render_shows_latest_figure_beside_baselines_and_published():
     assert "--max_steps 9" in md  # a row run with other flags shows its command
 
 
-def test_runs_count_only_repeats_of_the_same_command():
+def test_row_figure_prefers_its_own_command_and_runs_count_its_repeats():
     records = report.load(RESULTS)
     first, second = [r for r in records if r.get("row") == "mnist-lenet-1pc-fixed" and r["mode"] == "full"]
     moved = {**second, "command": second["command"] + " --output_dir /tmp/elsewhere"}
     tuned = {**second, "command": second["command"] + " --learning_rate 0.1", "eval_accuracy": 0.5}
     assert table_row(report.render([first, moved]), "mnist-lenet-1pc-fixed")[-2] == "2 (spread 0.4)"
-    assert table_row(report.render([first, second, tuned]), "mnist-lenet-1pc-fixed")[-2] == "1"
+    cells = table_row(report.render([first, second, tuned]), "mnist-lenet-1pc-fixed")
+    assert (cells[4], cells[-2]) == ("**95.5 ± 0.0 %** (10)", "2 (spread 0.4)")  # the tuning run is not the figure
+    cells = table_row(report.render([tuned]), "mnist-lenet-1pc-fixed")
+    assert (cells[4], cells[-2]) == ("**50.0 ± 0.0 %** (10)", "1")  # unless it is the only record
 
 
 def test_render_keeps_modes_apart():
