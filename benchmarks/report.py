@@ -26,11 +26,20 @@ def load(path: Path) -> list[dict]:
 
 def runs_of(records: list[dict], suite: Suite, mode: str) -> dict[str, list[dict]]:
     """Records of each row of the suite in this mode: those run with other flags first, then those of the row's own
-    command, each oldest first; the last one is the row's figure."""
+    command, each oldest first; the last one is the row's figure. A record whose flags changed the row's method or
+    init is not one of its runs."""
+    rows = {row.name: row for row in suite.rows}
     runs: dict[str, list[dict]] = {}
     for r in records:
-        if r.get("suite") == suite.name and r.get("mode") == mode:
-            runs.setdefault(r["row"], []).append(r)
+        if r.get("suite") != suite.name or r.get("mode") != mode:
+            continue
+        row = rows.get(r["row"])
+        if row and (r.get("method", row.method), r.get("learner_init", row.learner_init)) != (
+            row.method,
+            row.learner_init,
+        ):
+            continue
+        runs.setdefault(r["row"], []).append(r)
     return {row: sorted(rs, key=_is_plain) for row, rs in runs.items()}
 
 
@@ -64,7 +73,7 @@ def _settings(record: dict) -> list[str]:
 def _row_cells(suite: Suite, row, runs: list[dict], full: dict | None, preview: str | None) -> list[str]:
     last = runs[-1] if runs else {}
     acc, ceiling = last.get("eval_accuracy"), (full or {}).get("eval_full_data_accuracy")
-    share = f"{100 * acc / ceiling:.0f} %" if acc is not None and ceiling else "—"
+    share = f"{100 * acc / ceiling:.1f} %" if acc is not None and ceiling else "—"
     if suite.relative_target and share != "—":
         share += " ✓" if acc / ceiling >= suite.relative_target else " ✗"
     versus = "—"

@@ -175,6 +175,8 @@ def run_one(name: str, extra: list[str], data_dir: Path | None, quick: bool, res
         record["peak_cuda_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
     if steps is not None:
         _, args = parse_args(flags + extra)
+        if "method" in meta:  # what the run did, where extra flags overrode the row's
+            record |= {"method": args.distill_method, "learner_init": args.learner_init}
         record["outer_steps"] = args.max_steps
         record["time_per_outer_step_s"] = round(steps["train_runtime"] / args.max_steps, 3)
         previews = [str(output_dir / f) for f in ("preview.png", "preview.txt") if (output_dir / f).exists()]

@@ -51,7 +51,8 @@ PRESETS = {
     "sst5": Preset("SetFit/sst5", "text", ("text",), defaults={**_TEXT, "max_length": 64}),
     "trec6": Preset("CogComp/trec", "text", ("text",), "coarse_label", defaults={**_TEXT, "max_length": 32}),
     # Li & Li's eight text benchmarks
-    "ag_news": Preset("fancyzhx/ag_news", "text", ("text",), defaults={**_TEXT, "max_length": 128}),
+    # AG News: 97 % of the texts fit 64 MiniLM tokens, and a TextCNN's cost grows with the padded length
+    "ag_news": Preset("fancyzhx/ag_news", "text", ("text",), defaults={**_TEXT, "max_length": 64}),
     "dbpedia": Preset("fancyzhx/dbpedia_14", "text", ("title", "content"), defaults={**_TEXT, "max_length": 128}),
     "yelp_polarity": Preset("fancyzhx/yelp_polarity", "text", ("text",), defaults={**_TEXT, "max_length": 256}),
     "yelp_full": Preset("Yelp/yelp_review_full", "text", ("text",), defaults={**_TEXT, "max_length": 256}),
