@@ -26,19 +26,23 @@ def load(path: Path) -> list[dict]:
 
 def runs_of(records: list[dict], suite: Suite, mode: str) -> dict[str, list[dict]]:
     """Records of each row of the suite in this mode: those run with other flags first, then those of the row's own
-    command, each oldest first; the last one is the row's figure. A record whose flags changed the row's method or
-    init is not one of its runs."""
+    command, each oldest first; the last one is the row's figure. A record whose flags changed the row's method,
+    learner init or synthetic init is not one of its runs, nor is one marked `superseded` (kept for the history: a
+    later change of the code changed what its command measures, and the mark says which)."""
     rows = {row.name: row for row in suite.rows}
     runs: dict[str, list[dict]] = {}
     for r in records:
-        if r.get("suite") != suite.name or r.get("mode") != mode:
+        if r.get("suite") != suite.name or r.get("mode") != mode or r.get("superseded"):
             continue
         row = rows.get(r["row"])
-        if row and (r.get("method", row.method), r.get("learner_init", row.learner_init)) != (
-            row.method,
-            row.learner_init,
-        ):
-            continue
+        if row is not None:
+            done = (
+                r.get("method", row.method),
+                r.get("learner_init", row.learner_init),
+                r.get("synthetic_init", "real"),
+            )
+            if done != (row.method, row.learner_init, row.synthetic_init):
+                continue
         runs.setdefault(r["row"], []).append(r)
     return {row: sorted(rs, key=_is_plain) for row, rs in runs.items()}
 
@@ -84,7 +88,8 @@ def _row_cells(suite: Suite, row, runs: list[dict], full: dict | None, preview: 
     if len(same) > 1:
         means = [100 * r["eval_accuracy"] for r in same]
         repeats += f" (spread {max(means) - min(means):.1f})"
-    cells = [f"`{row.name}`", f"{row.per_class:g}", row.learner_init, row.method.replace("_", " ")]
+    start = "" if row.synthetic_init == "real" else f", {row.synthetic_init} start"
+    cells = [f"`{row.name}`", f"{row.per_class:g}", row.learner_init, row.method.replace("_", " ") + start]
     if suite.name == "noisy":
         noise = f"{row.noise[0]} {100 * row.noise[1]:.0f} %" if row.noise else "clean"
         precision = last.get("eval_trust_trusted_precision")
@@ -166,7 +171,8 @@ def _series(suite: Suite, runs: dict[str, list[dict]]) -> dict[tuple, dict[str, 
             kinds = [row.noise[0]] if row.noise else sorted({r.noise[0] for r in suite.rows if r.noise})
             keys = [(k, t) for k in kinds for t in ([row.trust_aware] if row.noise else [False, True])]
         else:
-            x, keys = row.per_class, [(row.method, row.learner_init)]
+            start = () if row.synthetic_init == "real" else (f"{row.synthetic_init} start",)
+            x, keys = row.per_class, [(row.method, row.learner_init, *start)]
         for key in keys:
             s = series.setdefault((row.dataset, *key), {"x": [], "ours": [], "std": [], "subset": []})
             s["x"].append(x)

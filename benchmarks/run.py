@@ -138,7 +138,8 @@ def describe(name: str, data_dir: Path | None, quick: bool) -> tuple[list[str], 
         flags = row_flags(Row(row[0], 1, learner=row[1]), data_dir, quick)
         return flags, {**meta, "dataset": row[0], "learner": row[1], "method": "full-data"}
     meta |= {"dataset": row.dataset, "learner": row.learner_name, "per_class": row.per_class, "method": row.method}
-    meta |= {"learner_init": row.learner_init, "noise": row.noise, "trust_aware": row.trust_aware}
+    meta |= {"learner_init": row.learner_init, "synthetic_init": row.synthetic_init}
+    meta |= {"noise": row.noise, "trust_aware": row.trust_aware}
     return row_flags(row, data_dir, quick), meta
 
 
@@ -177,6 +178,7 @@ def run_one(name: str, extra: list[str], data_dir: Path | None, quick: bool, res
         _, args = parse_args(flags + extra)
         if "method" in meta:  # what the run did, where extra flags overrode the row's
             record |= {"method": args.distill_method, "learner_init": args.learner_init}
+            record["synthetic_init"] = args.synthetic_init
         record["outer_steps"] = args.max_steps
         record["time_per_outer_step_s"] = round(steps["train_runtime"] / args.max_steps, 3)
         previews = [str(output_dir / f) for f in ("preview.png", "preview.txt") if (output_dir / f).exists()]

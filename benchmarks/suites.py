@@ -33,6 +33,7 @@ class Row:
     method: str = "unrolled"
     noise: tuple[str, float] | None = None  # injected label noise (type, rate)
     trust_aware: bool = False
+    synthetic_init: str = "real"  # where the synthetic inputs start (hf-distill --synthetic_init)
     published: float | None = None  # accuracy (%) in the source, same protocol
     total: int | None = None  # synthetic examples in all, where per_class < 1
     flags: tuple[str, ...] = ()  # extra hf-distill flags of this row
@@ -43,6 +44,8 @@ class Row:
         parts = [self.dataset, self.learner_name, per_class, self.learner_init]
         if self.method != "unrolled":
             parts.append({"gradient_matching": "gm", "distribution_matching": "dm"}[self.method])
+        if self.synthetic_init != "real":
+            parts.append(self.synthetic_init)
         if self.noise:
             parts.append(f"{self.noise[0][:3]}{round(self.noise[1] * 100)}")
         if self.trust_aware:
@@ -127,6 +130,7 @@ SUITES = {
         (
             Row("ag_news", 30),  # 0.1 % of 120,000
             Row("ag_news", 30, method="distribution_matching", flags=TEXT_MATCHING),
+            Row("ag_news", 30, method="distribution_matching", synthetic_init="kmeans", flags=TEXT_MATCHING),
             Row("dbpedia", 40),  # 0.1 % of 560,000
             Row("yelp_polarity", 280),  # 0.1 % of 560,000
             Row("yelp_full", 130),  # 0.1 % of 650,000
@@ -198,7 +202,7 @@ def row_flags(row: Row, data_dir: Path | None, quick: bool) -> list[str]:
 
     preset = PRESETS[row.dataset]
     flags = ["--dataset", data_location(row.dataset, data_dir), "--learner_init", row.learner_init]
-    flags += ["--learner", row.learner_name, "--distill_method", row.method]
+    flags += ["--learner", row.learner_name, "--distill_method", row.method, "--synthetic_init", row.synthetic_init]
     if row.total is not None:
         flags += ["--num_synthetic", str(row.total)]
     else:

@@ -33,10 +33,12 @@ class DistillationConfig(TrainingArguments):
         synthetic_per_class (`int`, defaults to `1`): synthetic examples per class.
         num_synthetic (`int` or `None`): total synthetic examples; overrides `synthetic_per_class` and may be smaller
             than the number of classes (then every example starts with a soft label spread over several classes).
-        synthetic_init (`str`, defaults to `"real"`): start from randomly drawn real examples (`"real"`) or from
+        synthetic_init (`str`, defaults to `"real"`): start from randomly drawn real examples (`"real"`), from the
+            real examples nearest per-class k-means centres (`"kmeans"`: in the penultimate features of the learner
+            after two epochs of Adam on up to 5,000 real examples per class; hf_distill's own learners only), or from
             Gaussian noise (`"noise"`).
-        learn_labels (`bool`, defaults to `True`, `False` for distribution matching): learn soft labels; otherwise
-            keep the initial one-hot labels.
+        learn_labels (`bool`, defaults to `True`, `False` for distribution matching): learn soft labels, starting
+            from softmax(3 on the example's class, 0 elsewhere); otherwise keep exact one-hot labels.
         label_learning_rate (`float`, defaults to `0.01`): Adam step size of the label logits.
 
         > Learner and inner loop
@@ -109,7 +111,11 @@ class DistillationConfig(TrainingArguments):
     )
     synthetic_init: str = field(
         default="real",
-        metadata={"help": "Initialise synthetic inputs from real examples or noise.", "choices": ["real", "noise"]},
+        metadata={
+            "help": "Where the synthetic inputs start: random real examples (real), the real examples nearest "
+            "per-class k-means centres in a briefly trained learner's features (kmeans), or noise.",
+            "choices": ["real", "kmeans", "noise"],
+        },
     )
     learn_labels: bool | None = field(
         default=None, metadata={"help": "Learn soft labels (default: yes, except with distribution matching)."}

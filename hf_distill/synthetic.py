@@ -29,11 +29,15 @@ METADATA_KEYS = {  # what format 1.0 may hold in distillation.json beside the te
     "image_std", "inner_steps", "inner_epochs", "metrics", "config", "hf_distill_version",
 }  # fmt: skip
 LABEL_INIT_LOGIT = 3.0  # initial logit of an example's own class (soft label ~0.69 on it for 10 classes)
+FIXED_OTHER_LOGIT = -1e4  # fixed labels: the other classes' logit, whose softmax is exactly 0 in float32
 
 
-def initial_label_logits(num_synthetic: int, num_labels: int) -> torch.Tensor:
-    """One class per example, cycling; with fewer examples than classes, example i covers classes i, i+N, ..."""
-    logits = torch.zeros(num_synthetic, num_labels)
+def initial_label_logits(num_synthetic: int, num_labels: int, learned: bool = True) -> torch.Tensor:
+    """One class per example, cycling; with fewer examples than classes, example i covers classes i, i+N, ...
+
+    Labels to be learned start soft (the other classes at logit 0), so that every class gets a gradient. Fixed ones
+    (`learned=False`) are exact: one-hot, or uniform over the classes an example covers."""
+    logits = torch.full((num_synthetic, num_labels), 0.0 if learned else FIXED_OTHER_LOGIT)
     for c in range(max(num_synthetic, num_labels)):
         logits[c % num_synthetic, c % num_labels] = LABEL_INIT_LOGIT
     return logits

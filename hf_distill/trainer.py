@@ -33,6 +33,7 @@ from .learners import (
 from .methods import distribution_matching_loss, gradient_matching_loss, learner_features, learner_logits, unroll
 from .methods.trust import TrustState, score, trust_round
 from .noise import CLEAN_LABELS
+from .selection import kmeans_rows, random_rows
 from .synthetic import DistilledDataset, SyntheticSet, initial_label_logits, nearest_tokens
 
 
@@ -186,8 +187,14 @@ class DistillationTrainer(Trainer):
                     "trust_aware needs at least two real examples per class to split them by loss; class "
                     f"{self.class_names[int(counts.argmin())]!r} has {int(counts.min())}."
                 )
+        if args.synthetic_init == "kmeans" and self.pretrained:
+            raise ValueError(
+                "synthetic_init='kmeans' clusters the penultimate features of hf_distill's own learners; use 'real' "
+                f"or 'noise' with {args.learner!r}."
+            )
         # Its weights are passed functionally; no dropout (eval, or p=0 for pretrained learners)
         self.learner = learner.eval().requires_grad_(False)
+        self.pretrained_params = None  # set below, once the learner is on its device
         synthetic = self._init_synthetic(args, train_dataset, num_labels)
 
         super().__init__(
@@ -237,8 +244,23 @@ class DistillationTrainer(Trainer):
 
     def _init_synthetic(self, args, train_dataset, num_labels) -> SyntheticSet:
         n = args.num_synthetic or args.synthetic_per_class * num_labels
-        labels = initial_label_logits(n, num_labels)
-        inputs, mask, _ = self._real_examples(train_dataset, labels.argmax(-1).tolist(), args.seed, device="cpu")
+        labels = initial_label_logits(n, num_labels, learned=args.learn_labels)
+        classes = labels.argmax(-1).tolist()
+        self._check_classes(classes)
+        if args.synthetic_init == "kmeans":
+            rows = TensorRows(train_dataset, self.input_columns + [self.label_column])
+
+            def batches(indices):
+                for chunk in np.array_split(indices, max(1, len(indices) // 64)):
+                    yield self._real_inputs(rows[torch.from_numpy(chunk)], device="cpu")
+
+            lr = adam_learning_rate(self.learner)
+            picks = kmeans_rows(
+                self.learner, self._learner_init(args.seed), batches, self.train_labels, classes, lr, args.seed
+            )
+        else:
+            picks = random_rows(self.train_labels, classes, args.seed)
+        inputs, mask, _ = self._real_rows(train_dataset, picks, device="cpu")
         if args.synthetic_init == "noise":
             gen = torch.Generator().manual_seed(args.seed)
             scale = self.embedding_matrix.std() if self.modality == "text" else 1.0
@@ -255,16 +277,17 @@ class DistillationTrainer(Trainer):
             args.max_step_size,
         )
 
+    def _check_classes(self, classes: list[int]) -> None:
+        for c in dict.fromkeys(classes):
+            if not (self.train_labels == c).any():
+                raise ValueError(f"Class {self.class_names[c]!r} has no example in train_dataset.")
+
     def _real_examples(self, dataset, classes: list[int], seed: int, device=None):
         """One random real example of each class in `classes` (repeats allowed), as `_real_inputs` returns them."""
-        rng = np.random.default_rng(seed)
-        picks = []
-        for c in classes:
-            pool = np.flatnonzero(self.train_labels == c)
-            if len(pool) == 0:
-                raise ValueError(f"Class {self.class_names[c]!r} has no example in train_dataset.")
-            picks.append(int(rng.choice(pool)))
-        return self._real_inputs(default_data_collator([dataset[i] for i in picks]), device=device)
+        return self._real_rows(dataset, random_rows(self.train_labels, classes, seed), device)
+
+    def _real_rows(self, dataset, rows: list[int], device=None):
+        return self._real_inputs(default_data_collator([dataset[i] for i in rows]), device=device)
 
     def _real_inputs(self, batch, device=None):
         """A collated real batch -> (inputs, attention_mask, labels); text ids go through the frozen embeddings."""

@@ -52,14 +52,18 @@ def test_row_figure_prefers_its_own_command_and_runs_count_its_repeats():
     assert (cells[4], cells[-2]) == ("**50.0 ± 0.0 %** (10)", "1")  # unless it is the only record
 
 
-def test_a_run_with_another_method_or_init_is_not_the_rows_figure():
+def test_a_run_with_another_method_or_start_is_not_the_rows_figure():
     (first, _) = [r for r in report.load(RESULTS) if r.get("row") == "mnist-lenet-1pc-fixed" and r["mode"] == "full"]
     flags = " --distill_method distribution_matching"
     other = {**first, "command": first["command"] + flags, "method": "distribution_matching", "eval_accuracy": 0.5}
     assert table_row(report.render([other]), "mnist-lenet-1pc-fixed")[4] == "not run"
     other = {**first, "command": first["command"] + " --learner_init random", "learner_init": "random"}
     assert table_row(report.render([other]), "mnist-lenet-1pc-fixed")[4] == "not run"
+    other = {**first, "command": first["command"] + " --synthetic_init kmeans", "synthetic_init": "kmeans"}
+    assert table_row(report.render([other]), "mnist-lenet-1pc-fixed")[4] == "not run"
     assert table_row(report.render([first]), "mnist-lenet-1pc-fixed")[4] == "**95.1 ± 0.0 %** (10)"
+    superseded = {**first, "eval_accuracy": 0.5, "superseded": "the code changed what this command measures"}
+    assert table_row(report.render([first, superseded]), "mnist-lenet-1pc-fixed")[4] == "**95.1 ± 0.0 %** (10)"
 
 
 def test_render_keeps_modes_apart():

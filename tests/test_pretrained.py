@@ -119,6 +119,11 @@ def test_activation_checkpointing_recomputes_the_layers_with_the_same_gradients(
     trainer.train()  # Trainer's own activation_checkpointing_enable() call on the synthetic set is harmless
 
 
+def test_kmeans_init_needs_one_of_hf_distills_learners(tmp_path, tiny_pretrained_model, text_data):
+    with pytest.raises(ValueError, match="synthetic_init='kmeans' clusters the penultimate features"):
+        pretrained_trainer(tmp_path, tiny_pretrained_model, text_data, synthetic_init="kmeans")
+
+
 def test_activation_checkpointing_needs_transformers_layers_and_the_unroll(tmp_path, tiny_embedding_model, text_data):
     data, _ = text_data
     args = quick_config(

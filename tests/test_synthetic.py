@@ -90,3 +90,12 @@ def test_initial_labels_cover_every_class_even_with_fewer_examples():
     assert (logits.max(0).values > 0).all()  # every class is some example's label
     assert logits.argmax(-1).tolist() == [0, 1, 2]
     assert initial_label_logits(4, 2).argmax(-1).tolist() == [0, 1, 0, 1]
+
+
+def test_fixed_labels_are_exact_and_learned_ones_start_soft():
+    fixed = initial_label_logits(4, 2, learned=False).softmax(-1)
+    assert torch.equal(fixed, torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]))
+    covering = initial_label_logits(2, 4, learned=False).softmax(-1)  # each example covers two classes
+    assert torch.equal(covering, torch.tensor([[0.5, 0.0, 0.5, 0.0], [0.0, 0.5, 0.0, 0.5]]))
+    learned = initial_label_logits(4, 2).softmax(-1)
+    assert (learned > 0.01).all() and (learned.argmax(-1) == fixed.argmax(-1)).all()

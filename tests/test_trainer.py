@@ -1,12 +1,13 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 from conftest import TOY_SETTINGS, quick_config
 from safetensors.torch import load_file
 
 from hf_distill import DistillationDivergedError, DistillationTrainer, DistilledDataset, build_learner, load_real_data
-from hf_distill.data import DataArguments
+from hf_distill.data import DataArguments, pixel_dataset
 
 
 def small_convnet(num_labels=4):
@@ -53,6 +54,45 @@ def test_baseline_keeps_the_classes_the_set_was_made_for(tmp_path, image_data):
     )
     trainer.evaluate()
     assert drawn and all(sorted(classes) == [0, 0, 1, 1, 2, 2, 3, 3] for classes in drawn), drawn
+
+
+def two_variant_images(n_per_variant=40, seed=0):
+    """Four classes, each drawn half from one template and half from another (a bright quadrant or its opposite
+    corner), with little noise: two clear sub-clusters per class. Returns the dataset and each row's variant."""
+    rng = np.random.default_rng(seed)
+    x, labels, variants = [], [], []
+    for c in range(4):
+        for v in range(2):
+            template = -np.ones((1, 8, 8), dtype=np.float32)
+            r, q = (c // 2, c % 2) if v == 0 else (1 - c // 2, 1 - c % 2)
+            template[0, 4 * r : 4 * r + 4, 4 * q : 4 * q + 4] = 1.0
+            template[0, 0, c] = 3.0  # a class mark, so the two variants of different classes differ
+            x += [template + 0.3 * rng.standard_normal((1, 8, 8)).astype(np.float32) for _ in range(n_per_variant)]
+            labels += [c] * n_per_variant
+            variants += [v] * n_per_variant
+    names = [f"class_{i}" for i in range(4)]
+    return pixel_dataset(np.stack(x), labels, names, [0.0], [1.0]), np.array(variants)
+
+
+def test_kmeans_init_starts_from_real_examples_that_cover_each_class(tmp_path):
+    train, variants = two_variant_images()
+    pixels = torch.tensor(np.stack(train["pixel_values"]))
+
+    def start_rows(synthetic_init, seed):
+        args = quick_config(tmp_path, synthetic_per_class=2, synthetic_init=synthetic_init, seed=seed)
+        synthetic = DistillationTrainer(args=args, train_dataset=train, learner=small_convnet()).model
+        classes = synthetic.label_logits.argmax(-1).tolist()
+        # each synthetic example starts as one real example, exactly, of the class it stands for
+        rows = [int((pixels == x).flatten(1).all(1).nonzero().item()) for x in synthetic.inputs.detach()]
+        assert [int(train["labels"][r]) for r in rows] == classes
+        return {c: sorted(variants[[r for r, k in zip(rows, classes) if k == c]]) for c in range(4)}
+
+    covered = {"real": [], "kmeans": []}
+    for seed in range(4):
+        for init in covered:
+            covered[init].append(all(v == [0, 1] for v in start_rows(init, seed).values()))
+    assert all(covered["kmeans"])  # one medoid per sub-cluster of every class, whatever the seed
+    assert not all(covered["real"])  # random picks cover all 8 sub-clusters with probability 1/16
 
 
 def test_fixed_init_uses_one_init_and_saves_it(tmp_path, image_data):
