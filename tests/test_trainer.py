@@ -6,6 +6,7 @@ import torch
 from conftest import TOY_SETTINGS, quick_config
 from safetensors.torch import load_file
 
+import hf_distill.trainer
 from hf_distill import DistillationDivergedError, DistillationTrainer, DistilledDataset, build_learner, load_real_data
 from hf_distill.data import DataArguments, pixel_dataset
 
@@ -95,17 +96,22 @@ def test_kmeans_init_starts_from_real_examples_that_cover_each_class(tmp_path):
     assert not all(covered["real"])  # random picks cover all 8 sub-clusters with probability 1/16
 
 
-def test_fixed_init_uses_one_init_and_saves_it(tmp_path, image_data):
+def test_fixed_init_uses_one_init_and_saves_it(tmp_path, image_data, monkeypatch):
     train, test = image_data
     trainer = DistillationTrainer(
-        args=quick_config(tmp_path, learner_init="fixed"),
+        args=quick_config(tmp_path, learner_init="fixed", eval_baseline=False),
         train_dataset=train,
         eval_dataset=test,
         learner=small_convnet(),
     )
     trainer.train()
+    calls = []
+    train_on_set = hf_distill.trainer.train_on_set
+    monkeypatch.setattr(hf_distill.trainer, "train_on_set", lambda *a, **k: calls.append(1) or train_on_set(*a, **k))
     metrics = trainer.evaluate()
     assert metrics["eval_accuracy_std"] == 0.0  # every eval learner starts from the same init with the same steps
+    # so the set is trained on once, not once per model
+    assert metrics["eval_num_models"] == trainer.args.num_eval_models > 1 and len(calls) == 1
     trainer.save_model()
     saved = DistilledDataset.load(tmp_path / "out").learner_init
     assert all(torch.equal(saved[k], v) for k, v in trainer.fixed_init.items())
