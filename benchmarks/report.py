@@ -168,7 +168,8 @@ def _series(suite: Suite, runs: dict[str, list[dict]]) -> dict[tuple, dict[str, 
         last = runs[row.name][-1]
         if suite.name == "noisy":
             x = row.noise[1] if row.noise else 0.0  # the clean row starts every noise series of its dataset
-            kinds = [row.noise[0]] if row.noise else sorted({r.noise[0] for r in suite.rows if r.noise})
+            noise_kinds = {r.noise[0] for r in suite.rows if r.noise and r.dataset == row.dataset}
+            kinds = [row.noise[0]] if row.noise else sorted(noise_kinds)
             keys = [(k, t) for k in kinds for t in ([row.trust_aware] if row.noise else [False, True])]
         else:
             start = () if row.synthetic_init == "real" else (f"{row.synthetic_init} start",)
@@ -179,6 +180,13 @@ def _series(suite: Suite, runs: dict[str, list[dict]]) -> dict[tuple, dict[str, 
             s["ours"].append(100 * last["eval_accuracy"])
             s["std"].append(100 * (last.get("eval_accuracy_std") or 0))
             s["subset"].append(100 * (last.get("eval_baseline_accuracy") or float("nan")))
+    for dataset in {key[0] for key in series} if suite.name == "noisy" else ():
+        keys = [key for key in series if key[0] == dataset]
+        if all(series[key]["x"] == [0.0] for key in keys):  # no noisy run yet: one "clean" point, not one per series
+            clean = series[keys[0]]
+            for key in keys:
+                del series[key]
+            series[(dataset, "clean")] = clean
     return series
 
 

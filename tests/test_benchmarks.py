@@ -120,3 +120,16 @@ def test_quick_suite_runs_and_renders(tmp_path):
     assert "not run" not in seed_table and seed_table.count("(2) |") == 10  # ten rows, two models each
     assert (docs / "suite-seed-s1-quick.png").stat().st_size > 10_000
     assert (docs / "previews" / "seed-s1-mnist-lenet-1pc-fixed.png").exists()
+
+
+def test_noisy_series_follow_their_own_datasets_noise():
+    noisy = suites.SUITES["noisy"]
+    rows = {r.name: r for r in noisy.rows}
+    record = {"eval_accuracy": 0.75, "eval_accuracy_std": 0.02, "eval_baseline_accuracy": 0.55}
+    clean_only = report._series(noisy, {"sst2-textcnn-10pc-random": [record]})
+    assert list(clean_only) == [("sst2", "clean")]  # one point, not one per noise series
+    assert "sst2-textcnn-10pc-random-sym40" in rows
+    both = report._series(noisy, {"sst2-textcnn-10pc-random": [record], "sst2-textcnn-10pc-random-sym40": [record]})
+    # SST-2 has symmetric noise only: no asymmetric series borrowed from MNIST's rows
+    assert set(both) == {("sst2", "symmetric", False), ("sst2", "symmetric", True)}
+    assert both[("sst2", "symmetric", False)]["x"] == [0.0, 0.4]
