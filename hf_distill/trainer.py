@@ -442,12 +442,12 @@ class DistillationTrainer(Trainer):
         # (which may drift to another class and would then leave a class out of the baseline).
         baseline_classes = initial_label_logits(*distilled.soft_labels.shape).argmax(-1).tolist()
         runs, baseline_runs = [], []
-        fixed_metrics = None  # with one fixed init, full-batch training on the set is the same for every model
+        metrics = None  # with one fixed init, full-batch training on the set is the same for every model: train once
         # The fresh learners are split across processes (model i on process i mod N), then gathered in order.
         for i in range(args.process_index, args.num_eval_models, args.world_size):
             init = self.fixed_init if self.fixed_init is not None else self._learner_init(args.seed + 100_003 + i)
             init = {k: v.to(device) for k, v in init.items()}
-            if fixed_metrics is None:
+            if metrics is None or self.fixed_init is None:
                 params = train_on_set(
                     self.learner,
                     init,
@@ -459,8 +459,7 @@ class DistillationTrainer(Trainer):
                     lr=args.eval_learning_rate,
                 )
                 metrics = self.compute_metrics(predict(self.learner, params, self._eval_batches(rows)))
-                fixed_metrics = metrics if self.fixed_init is not None else None
-            runs.append((i, fixed_metrics or metrics))
+            runs.append((i, metrics))
             if args.eval_baseline:  # a random real subset with the same number of examples per class, hard labels
                 bx, bmask, by = self._real_examples(self.train_dataset, baseline_classes, args.seed + i)
                 params = train_on_set(
