@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 from transformers import Trainer, default_data_collator
 
+from .checks import check_setup
 from .config import DistillationConfig
 from .data import TensorRows, label_names_of, load_input_embeddings
 from .evaluation import accuracy, predict, summarize, train_on_set
@@ -22,7 +23,6 @@ from .learners import (
     adam_learning_rate,
     build_learner,
     check_pretrained_modality,
-    checkpointable_layers,
     fresh_head,
     head_parameter_names,
     is_pretrained_learner,
@@ -133,65 +133,12 @@ class DistillationTrainer(Trainer):
                 }
             )
             learner = build_learner(name, num_labels, **shape)
-        if learner.config.num_labels != num_labels:
-            raise ValueError(
-                f"The learner has {learner.config.num_labels} labels but the data has {num_labels} "
-                f"({', '.join(self.class_names)})."
-            )
         self.pretrained = not isinstance(learner, _Learner)  # anything but hf_distill's own starts pretrained
         if args.learner_init is None:
             args.learner_init = "pretrained" if self.pretrained else "random"
         if args.eval_learning_rate is None:
             args.eval_learning_rate = adam_learning_rate(learner)
-        if self.pretrained and args.learner_init == "random":
-            raise ValueError(
-                "A pretrained learner keeps its pretrained weights: use learner_init='pretrained' (a fresh head "
-                "every run) or 'fixed' (one head)."
-            )
-        if not self.pretrained and args.learner_init == "pretrained":
-            raise ValueError(f"learner_init='pretrained' needs a pretrained learner, not {type(learner).__name__}.")
-        if self.modality == "text":
-            width = learner.get_input_embeddings().embedding_dim if self.pretrained else learner.config.hidden_size
-            if width != embedding_matrix.shape[1]:
-                raise ValueError(
-                    f"The learner's input embeddings are {width} wide but those of the embedding model "
-                    f"{args.embedding_model!r} are {embedding_matrix.shape[1]} wide."
-                )
-        if args.distill_method != "unrolled":
-            n = args.num_synthetic or args.synthetic_per_class * num_labels
-            if n < num_labels:
-                raise ValueError(
-                    f"{args.distill_method} matches each class separately: it needs at least one synthetic example "
-                    f"per class ({num_labels}), not num_synthetic={n}."
-                )
-            if self.pretrained and args.distill_method == "distribution_matching":
-                raise ValueError(
-                    "distribution_matching compares the penultimate embeddings of hf_distill's own learners; "
-                    f"use 'unrolled' or 'gradient_matching' with {args.learner!r}."
-                )
-        if args.activation_checkpointing:
-            if args.distill_method != "unrolled":
-                raise ValueError(
-                    "activation_checkpointing recomputes the learner's layers on the real batch of the unrolled "
-                    f"objective; distill_method={args.distill_method!r} does not use it."
-                )
-            if not checkpointable_layers(learner):
-                raise ValueError(
-                    "activation_checkpointing recomputes the layers of a transformers learner (a pretrained "
-                    f"transformer); {type(learner).__name__} has none."
-                )
-        if args.trust_aware:
-            counts = np.bincount(self.train_labels, minlength=num_labels)
-            if counts.min() < 2:
-                raise ValueError(
-                    "trust_aware needs at least two real examples per class to split them by loss; class "
-                    f"{self.class_names[int(counts.argmin())]!r} has {int(counts.min())}."
-                )
-        if args.synthetic_init == "kmeans" and self.pretrained:
-            raise ValueError(
-                "synthetic_init='kmeans' clusters the penultimate features of hf_distill's own learners; use 'real' "
-                f"or 'noise' with {args.learner!r}."
-            )
+        check_setup(args, learner, self.class_names, self.train_labels, embedding_matrix)
         # Its weights are passed functionally; no dropout (eval, or p=0 for pretrained learners)
         self.learner = learner.eval().requires_grad_(False)
         self.pretrained_params = None  # set below, once the learner is on its device

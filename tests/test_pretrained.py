@@ -205,3 +205,20 @@ def test_mismatches_name_both_sides(tmp_path, tiny_embedding_model, text_data, i
         DistillationTrainer(
             args=quick_config(tmp_path, learner=tiny_embedding_model, embedding_model=None), train_dataset=train
         )
+
+
+def test_learner_and_config_that_do_not_fit_are_errors(tmp_path, tiny_embedding_model, text_data):
+    from hf_distill import build_learner
+
+    data, _ = text_data
+    with pytest.raises(ValueError, match="keeps its pretrained weights: use learner_init='pretrained'"):
+        pretrained_trainer(tmp_path, tiny_embedding_model, text_data, learner_init="random")
+    with pytest.raises(ValueError, match="distribution_matching compares the penultimate embeddings"):
+        pretrained_trainer(tmp_path, tiny_embedding_model, text_data, distill_method="distribution_matching")
+    args = quick_config(tmp_path, embedding_model=tiny_embedding_model)
+    narrow = build_learner("textcnn", 2, hidden_size=8)
+    with pytest.raises(ValueError, match="input embeddings are 8 wide but those of the embedding model .* 16 wide"):
+        DistillationTrainer(args=args, train_dataset=data.train, learner=narrow)
+    with pytest.raises(ValueError, match="Text data needs args.embedding_model"):
+        DistillationTrainer(args=quick_config(tmp_path, embedding_model=None), train_dataset=data.train)
+    assert not (tmp_path / "out").exists()

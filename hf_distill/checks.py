@@ -1,0 +1,66 @@
+"""Checks that a learner and a `DistillationConfig` fit each other and the data, before any distillation starts."""
+
+import numpy as np
+
+from .learners import _Learner, checkpointable_layers
+
+
+def check_setup(args, learner, class_names: list[str], train_labels, embedding_matrix=None):
+    """Raise a `ValueError` naming both sides when `args` asks for what `learner` or the real data cannot do.
+    `embedding_matrix`: the embedding model's input embeddings, for text."""
+    num_labels = len(class_names)
+    pretrained = not isinstance(learner, _Learner)
+    if learner.config.num_labels != num_labels:
+        raise ValueError(
+            f"The learner has {learner.config.num_labels} labels but the data has {num_labels} "
+            f"({', '.join(class_names)})."
+        )
+    if pretrained and args.learner_init == "random":
+        raise ValueError(
+            "A pretrained learner keeps its pretrained weights: use learner_init='pretrained' (a fresh head "
+            "every run) or 'fixed' (one head)."
+        )
+    if not pretrained and args.learner_init == "pretrained":
+        raise ValueError(f"learner_init='pretrained' needs a pretrained learner, not {type(learner).__name__}.")
+    if embedding_matrix is not None:
+        width = learner.get_input_embeddings().embedding_dim if pretrained else learner.config.hidden_size
+        if width != embedding_matrix.shape[1]:
+            raise ValueError(
+                f"The learner's input embeddings are {width} wide but those of the embedding model "
+                f"{args.embedding_model!r} are {embedding_matrix.shape[1]} wide."
+            )
+    if args.distill_method != "unrolled":
+        n = args.num_synthetic or args.synthetic_per_class * num_labels
+        if n < num_labels:
+            raise ValueError(
+                f"{args.distill_method} matches each class separately: it needs at least one synthetic example "
+                f"per class ({num_labels}), not num_synthetic={n}."
+            )
+        if pretrained and args.distill_method == "distribution_matching":
+            raise ValueError(
+                "distribution_matching compares the penultimate embeddings of hf_distill's own learners; "
+                f"use 'unrolled' or 'gradient_matching' with {args.learner!r}."
+            )
+    if args.activation_checkpointing:
+        if args.distill_method != "unrolled":
+            raise ValueError(
+                "activation_checkpointing recomputes the learner's layers on the real batch of the unrolled "
+                f"objective; distill_method={args.distill_method!r} does not use it."
+            )
+        if not checkpointable_layers(learner):
+            raise ValueError(
+                "activation_checkpointing recomputes the layers of a transformers learner (a pretrained "
+                f"transformer); {type(learner).__name__} has none."
+            )
+    if args.trust_aware:
+        counts = np.bincount(train_labels, minlength=num_labels)
+        if counts.min() < 2:
+            raise ValueError(
+                "trust_aware needs at least two real examples per class to split them by loss; class "
+                f"{class_names[int(counts.argmin())]!r} has {int(counts.min())}."
+            )
+    if args.synthetic_init == "kmeans" and pretrained:
+        raise ValueError(
+            "synthetic_init='kmeans' clusters the penultimate features of hf_distill's own learners; use 'real' "
+            f"or 'noise' with {args.learner!r}."
+        )
