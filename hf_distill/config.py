@@ -5,6 +5,7 @@ from transformers import TrainingArguments
 
 DISTILL_METHODS = ("unrolled", "gradient_matching", "distribution_matching")
 TRUST_UNTRUSTED = ("drop", "soft")  # what the objective does with untrusted examples
+TRUST_LEARNERS = ("synthetic", "real")  # what the learners that score the real data are trained on
 
 
 @dataclass
@@ -74,6 +75,12 @@ class DistillationConfig(TrainingArguments):
         trust_untrusted (`str`, defaults to `"drop"`): what the real-data objective does with untrusted examples:
             `drop` them, or keep them with a `soft` target, the trust learners' mean predicted distribution (a
             consistency target in place of the label the split distrusts; `unrolled` only).
+        trust_learners (`str`, defaults to `"synthetic"`): what the scoring learners are trained on: the current
+            synthetic set, or (`real`) the trusted real examples with their current labels, `trust_real_steps`
+            mini-batches of `per_device_train_batch_size` with Adam at `eval_learning_rate`, from a fresh init each
+            round (short enough that they have not yet fitted the wrong labels). With `real` the first round is at
+            step 0.
+        trust_real_steps (`int`, defaults to `200`): mini-batch steps of a scoring learner (`trust_learners="real"`).
 
         > Text
 
@@ -170,6 +177,16 @@ class DistillationConfig(TrainingArguments):
             "choices": list(TRUST_UNTRUSTED),
         },
     )
+    trust_learners: str = field(
+        default="synthetic",
+        metadata={
+            "help": "What the scoring learners train on: the synthetic set, or the trusted real examples (real).",
+            "choices": list(TRUST_LEARNERS),
+        },
+    )
+    trust_real_steps: int = field(
+        default=200, metadata={"help": "Mini-batch steps of each scoring learner with trust_learners=real."}
+    )
 
     # Text
     embedding_model: str | None = field(
@@ -258,9 +275,13 @@ class DistillationConfig(TrainingArguments):
         if self.trust_untrusted not in TRUST_UNTRUSTED:
             choices = " or ".join(map(repr, TRUST_UNTRUSTED))
             raise ValueError(f"trust_untrusted must be {choices} (got {self.trust_untrusted!r}).")
-        if self.trust_interval < 1 or self.trust_models < 1:
+        if self.trust_learners not in TRUST_LEARNERS:
+            choices = " or ".join(map(repr, TRUST_LEARNERS))
+            raise ValueError(f"trust_learners must be {choices} (got {self.trust_learners!r}).")
+        if min(self.trust_interval, self.trust_models, self.trust_real_steps) < 1:
             raise ValueError(
-                f"trust_interval and trust_models must be >= 1 (got {self.trust_interval}, {self.trust_models})."
+                "trust_interval, trust_models and trust_real_steps must be >= 1 (got "
+                f"{self.trust_interval}, {self.trust_models}, {self.trust_real_steps})."
             )
         if self.num_eval_models < 1:
             raise ValueError(f"num_eval_models must be >= 1 (got {self.num_eval_models}).")

@@ -1,5 +1,7 @@
 """How a distilled set is judged: train fresh learners on it, measure them on real held-out data."""
 
+import itertools
+
 import numpy as np
 import torch
 from transformers import EvalPrediction
@@ -19,10 +21,15 @@ def train_on_set(learner, params, inputs, attention_mask, labels, *, step_sizes=
     each, as in distillation), or else with `steps` full-batch Adam steps. `labels` are ints or soft labels."""
     if step_sizes is not None:
         return unroll(learner, params, inputs, attention_mask, labels, step_sizes, create_graph=False)
+    return train_on_batches(learner, params, itertools.repeat((inputs, attention_mask, labels), steps), lr=lr)
+
+
+def train_on_batches(learner, params, batches, *, lr=1e-3) -> dict:
+    """Train a learner from `params` with Adam, one step per `(inputs, attention_mask, labels)` of `batches`."""
     params = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
     optimizer = torch.optim.Adam(params.values(), lr=lr)
     with torch.enable_grad():
-        for _ in range(steps):
+        for inputs, attention_mask, labels in batches:
             optimizer.zero_grad()
             soft_cross_entropy(learner_logits(learner, params, inputs, attention_mask), labels).backward()
             optimizer.step()

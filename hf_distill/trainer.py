@@ -15,7 +15,7 @@ from transformers import Trainer, default_data_collator
 from .checks import check_setup
 from .config import DistillationConfig
 from .data import TensorRows, label_names_of, load_input_embeddings
-from .evaluation import accuracy, predict, summarize, train_on_set
+from .evaluation import accuracy, predict, summarize, train_on_batches, train_on_set
 from .hub import check_repo_id, check_token
 from .learners import (
     _Learner,
@@ -275,7 +275,8 @@ class DistillationTrainer(Trainer):
         """The trusted rows of a real batch with their current labels, or (`trust_untrusted="soft"`) every row with
         its soft target; a trust round first when one is due."""
         step = self.state.global_step
-        if step > 0 and step % self.args.trust_interval == 0 and self.trust_logs.get("step") != step:
+        first = 0 if self.args.trust_learners == "real" else self.args.trust_interval  # real: nothing to wait for
+        if step >= first and step % self.args.trust_interval == 0 and self.trust_logs.get("step") != step:
             self._trust_round()
         if self.args.trust_untrusted == "soft" and self.trust.predicted is not None:
             return x, mask, self.trust.targets(rows.cpu(), len(self.class_names)).to(x.device)
@@ -288,30 +289,13 @@ class DistillationTrainer(Trainer):
 
     @torch.no_grad()
     def _trust_round(self):
-        """Score all real training examples with learners trained on the current set; update the trusted split."""
-        device = self.args.device
-        x, mask, y, steps = (
-            t.detach() if t is not None else None for t in self.accelerator.unwrap_model(self.model)()
-        )
-        steps = steps if self.args.eval_protocol == "learned" else None
+        """Score all real training examples with `trust_models` fresh learners; update the trusted split."""
         learners = []
         for i in range(self.args.trust_models):
             # Integers only: the same seeds in every process and every run (str hashing is salted per process)
             seed = hash((self.args.seed, 7_919, self.state.global_step, i)) % 2**31
             init = self.fixed_init if self.fixed_init is not None else self._learner_init(seed)
-            init = {k: v.to(device) for k, v in init.items()}
-            learners.append(
-                train_on_set(
-                    self.learner,
-                    init,
-                    x,
-                    mask,
-                    y,
-                    step_sizes=steps,
-                    steps=self.args.eval_train_steps,
-                    lr=self.args.eval_learning_rate,
-                )
-            )
+            learners.append(self._train_trust_learner({k: v.to(self.args.device) for k, v in init.items()}, seed))
         batches = ((inputs, m) for inputs, m, _ in self._eval_batches(self.train_dataset))
         # Penultimate features for hf_distill's learners; a pretrained classifier's logits stand in for them
         features = learner_logits if self.pretrained else learner_features
@@ -328,6 +312,27 @@ class DistillationTrainer(Trainer):
         )
         self.trust_logs = {"step": self.state.global_step, **logs}
         self.log({f"trust_{k}": v for k, v in logs.items()})
+
+    def _train_trust_learner(self, init, seed: int):
+        """A scoring learner: trained on the current synthetic set, or (`trust_learners="real"`) on the trusted real
+        examples."""
+        lr = self.args.eval_learning_rate
+        if self.args.trust_learners == "real":
+            return train_on_batches(self.learner, init, self._trusted_batches(seed), lr=lr)
+        x, mask, y, steps = (
+            t.detach() if t is not None else None for t in self.accelerator.unwrap_model(self.model)()
+        )
+        steps = steps if self.args.eval_protocol == "learned" else None
+        return train_on_set(self.learner, init, x, mask, y, step_sizes=steps, steps=self.args.eval_train_steps, lr=lr)
+
+    def _trusted_batches(self, seed: int):
+        """`trust_real_steps` random mini-batches of the trusted real examples, with their current labels."""
+        rows = self.trust.trusted.nonzero().squeeze(1)
+        generator = torch.Generator().manual_seed(seed)
+        for _ in range(self.args.trust_real_steps):
+            pick = rows[torch.randint(len(rows), (self.args.per_device_train_batch_size,), generator=generator)]
+            x, mask, _ = self._real_inputs(self.train_dataset[pick])
+            yield x, mask, self.trust.labels[pick].to(x.device)
 
     def _unrolled_loss(self, params, x_syn, mask_syn, soft_labels, step_sizes, x, mask, y, seed):
         """Train the learner on the synthetic set for the learned steps; its cross-entropy on the real batch (`y`:
