@@ -76,11 +76,12 @@ class DistillationConfig(TrainingArguments):
             `drop` them, or keep them with a `soft` target, the trust learners' mean predicted distribution (a
             consistency target in place of the label the split distrusts; `unrolled` only).
         trust_learners (`str`, defaults to `"synthetic"`): what the scoring learners are trained on: the current
-            synthetic set, or (`real`) the trusted real examples with their current labels, `trust_real_steps`
-            mini-batches of `per_device_train_batch_size` with Adam at `eval_learning_rate`, from a fresh init each
-            round (short enough that they have not yet fitted the wrong labels). With `real` the first round is at
-            step 0.
-        trust_real_steps (`int`, defaults to `200`): mini-batch steps of a scoring learner (`trust_learners="real"`).
+            synthetic set, or (`real`) the trusted real examples with their current labels, for `trust_real_epochs`
+            passes in mini-batches of `per_device_train_batch_size` with Adam at `eval_learning_rate`, from a fresh
+            init each round (short enough that they have not yet fitted the wrong labels). With `real` the first round
+            is at step 0.
+        trust_real_epochs (`float`, defaults to `1.0`): passes over the trusted real examples of a scoring learner
+            (`trust_learners="real"`).
 
         > Text
 
@@ -184,8 +185,9 @@ class DistillationConfig(TrainingArguments):
             "choices": list(TRUST_LEARNERS),
         },
     )
-    trust_real_steps: int = field(
-        default=200, metadata={"help": "Mini-batch steps of each scoring learner with trust_learners=real."}
+    trust_real_epochs: float = field(
+        default=1.0,
+        metadata={"help": "Passes over the trusted real examples of a scoring learner (trust_learners=real)."},
     )
 
     # Text
@@ -278,10 +280,10 @@ class DistillationConfig(TrainingArguments):
         if self.trust_learners not in TRUST_LEARNERS:
             choices = " or ".join(map(repr, TRUST_LEARNERS))
             raise ValueError(f"trust_learners must be {choices} (got {self.trust_learners!r}).")
-        if min(self.trust_interval, self.trust_models, self.trust_real_steps) < 1:
+        if min(self.trust_interval, self.trust_models) < 1 or self.trust_real_epochs <= 0:
             raise ValueError(
-                "trust_interval, trust_models and trust_real_steps must be >= 1 (got "
-                f"{self.trust_interval}, {self.trust_models}, {self.trust_real_steps})."
+                "trust_interval and trust_models must be >= 1 and trust_real_epochs > 0 (got "
+                f"{self.trust_interval}, {self.trust_models}, {self.trust_real_epochs})."
             )
         if self.num_eval_models < 1:
             raise ValueError(f"num_eval_models must be >= 1 (got {self.num_eval_models}).")

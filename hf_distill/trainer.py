@@ -1,3 +1,4 @@
+import math
 import os
 import random
 from contextlib import nullcontext
@@ -326,11 +327,18 @@ class DistillationTrainer(Trainer):
         return train_on_set(self.learner, init, x, mask, y, step_sizes=steps, steps=self.args.eval_train_steps, lr=lr)
 
     def _trusted_batches(self, seed: int):
-        """`trust_real_steps` random mini-batches of the trusted real examples, with their current labels."""
+        """`trust_real_epochs` passes over the trusted real examples in random mini-batches, with their current
+        labels."""
         rows = self.trust.trusted.nonzero().squeeze(1)
         generator = torch.Generator().manual_seed(seed)
-        for _ in range(self.args.trust_real_steps):
-            pick = rows[torch.randint(len(rows), (self.args.per_device_train_batch_size,), generator=generator)]
+        order = torch.cat(
+            [
+                rows[torch.randperm(len(rows), generator=generator)]
+                for _ in range(math.ceil(self.args.trust_real_epochs))
+            ]
+        )
+        order = order[: max(1, round(self.args.trust_real_epochs * len(rows)))]
+        for pick in order.split(self.args.per_device_train_batch_size):
             x, mask, _ = self._real_inputs(self.train_dataset[pick])
             yield x, mask, self.trust.labels[pick].to(x.device)
 

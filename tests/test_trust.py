@@ -76,7 +76,7 @@ def test_soft_untrusted_keeps_every_row_with_the_learners_prediction(tmp_path):
 def test_learners_trained_on_the_trusted_real_data_score_from_step_0(tmp_path):
     train, test, record = noisy_toy()
     trainer, _ = distil(
-        tmp_path, train, test, trust_aware=True, trust_learners="real", trust_real_steps=100, max_steps=40
+        tmp_path, train, test, trust_aware=True, trust_learners="real", trust_real_epochs=8, max_steps=40
     )
     rounds = [log for log in trainer.state.log_history if "trust_trusted" in log]
     assert [r["step"] for r in rounds] == [0, 30]  # no wait for the synthetic set to be trained
@@ -101,7 +101,7 @@ def test_trust_aware_needs_two_examples_per_class(tmp_path):
 
 
 def test_trust_options_are_checked(tmp_path):
-    with pytest.raises(ValueError, match="trust_interval, trust_models and trust_real_steps must be >= 1"):
+    with pytest.raises(ValueError, match="trust_interval and trust_models must be >= 1 and trust_real_epochs > 0"):
         DistillationConfig(output_dir=str(tmp_path), trust_aware=True, trust_interval=0)
     with pytest.raises(ValueError, match="does not support trust_untrusted='soft'"):
         DistillationConfig(
