@@ -75,11 +75,11 @@ class DistillationConfig(TrainingArguments):
         trust_untrusted (`str`, defaults to `"drop"`): what the real-data objective does with untrusted examples:
             `drop` them, or keep them with a `soft` target, the trust learners' mean predicted distribution (a
             consistency target in place of the label the split distrusts; `unrolled` only).
-        trust_learners (`str`, defaults to `"synthetic"`): what the scoring learners are trained on: the current
-            synthetic set, or (`real`) the trusted real examples with their current labels, for `trust_real_epochs`
-            passes in mini-batches of `per_device_train_batch_size` with Adam at `eval_learning_rate`, from a fresh
-            init each round (short enough that they have not yet fitted the wrong labels). With `real` the first round
-            is at step 0.
+        trust_learners (`str`, defaults to `"real"`): what the scoring learners are trained on: the trusted real
+            examples with their current labels (`real`: `trust_real_epochs` passes in mini-batches of
+            `per_device_train_batch_size` with Adam at `eval_learning_rate`, from a fresh init each round, short
+            enough that they have not yet fitted the wrong labels; the first round is at step 0), or the current
+            synthetic set (`synthetic`, as in evaluation: cheaper, but weaker learners make a less precise split).
         trust_real_epochs (`float`, defaults to `1.0`): passes over the trusted real examples of a scoring learner
             (`trust_learners="real"`).
 
@@ -179,7 +179,7 @@ class DistillationConfig(TrainingArguments):
         },
     )
     trust_learners: str = field(
-        default="synthetic",
+        default="real",
         metadata={
             "help": "What the scoring learners train on: the synthetic set, or the trusted real examples (real).",
             "choices": list(TRUST_LEARNERS),
