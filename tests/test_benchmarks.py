@@ -133,3 +133,26 @@ def test_noisy_series_follow_their_own_datasets_noise():
     # SST-2 has symmetric noise only: no asymmetric series borrowed from MNIST's rows
     assert set(both) == {("sst2", "symmetric", False), ("sst2", "symmetric", True)}
     assert both[("sst2", "symmetric", False)]["x"] == [0.0, 0.4]
+
+
+def test_per_model_prints_each_learners_accuracy(tmp_path, image_dataset_dir):
+    import torch
+    from conftest import distilled_set, text_set
+
+    from hf_distill import build_learner
+
+    learner = build_learner("convnet", 4, num_channels=1, image_size=8)
+    g = torch.Generator().manual_seed(0)
+    inputs, labels = torch.randn(4, 1, 8, 8, generator=g), torch.eye(4)
+    distilled_set(learner, inputs, labels, [f"class_{i}" for i in range(4)]).save(tmp_path / "images")
+    script = [sys.executable, BENCHMARKS / "per_model.py"]
+    done = subprocess.run(
+        [*script, tmp_path / "images", image_dataset_dir, "--models", "3"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    per_model = done.stdout.splitlines()[0].removeprefix("per model: ").split()
+    assert len(per_model) == 3 and all(0 <= float(a) <= 1 for a in per_model)
+    assert len(set(per_model)) > 1  # three different inits
+    text_set().save(tmp_path / "text")
+    done = subprocess.run([*script, tmp_path / "text", image_dataset_dir], capture_output=True, text=True)
+    assert done.returncode == 1 and "is a text set" in done.stderr
