@@ -331,13 +331,9 @@ class DistillationTrainer(Trainer):
         labels."""
         rows = self.trust.trusted.nonzero().squeeze(1)
         generator = torch.Generator().manual_seed(seed)
-        order = torch.cat(
-            [
-                rows[torch.randperm(len(rows), generator=generator)]
-                for _ in range(math.ceil(self.args.trust_real_epochs))
-            ]
-        )
-        order = order[: max(1, round(self.args.trust_real_epochs * len(rows)))]
+        epochs = self.args.trust_real_epochs
+        order = torch.cat([rows[torch.randperm(len(rows), generator=generator)] for _ in range(math.ceil(epochs))])
+        order = order[: max(1, round(epochs * len(rows)))]
         for pick in order.split(self.args.per_device_train_batch_size):
             x, mask, _ = self._real_inputs(self.train_dataset[pick])
             yield x, mask, self.trust.labels[pick].to(x.device)
