@@ -1,6 +1,7 @@
 import math
 import os
 import random
+import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -291,6 +292,7 @@ class DistillationTrainer(Trainer):
     @torch.no_grad()
     def _trust_round(self):
         """Score all real training examples with `trust_models` fresh learners; update the trusted split."""
+        start = time.perf_counter()
         learners = []
         for i in range(self.args.trust_models):
             # Integers only: the same seeds in every process and every run (str hashing is salted per process)
@@ -311,6 +313,7 @@ class DistillationTrainer(Trainer):
             self.args.seed,
             self.args.trust_recalibrate,
         )
+        logs["seconds"] = round(time.perf_counter() - start, 2)  # what trust-awareness costs, round by round
         self.trust_logs = {"step": self.state.global_step, **logs}
         self.log({f"trust_{k}": v for k, v in logs.items()})
 

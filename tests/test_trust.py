@@ -82,6 +82,7 @@ def test_learners_trained_on_the_trusted_real_data_score_from_step_0(tmp_path):
     trainer, _ = distil(tmp_path, train, test, trust_aware=True, max_steps=40)
     rounds = [log for log in trainer.state.log_history if "trust_trusted" in log]
     assert [r["step"] for r in rounds] == [0, 30]  # no wait for the synthetic set to be trained
+    assert all(r["trust_seconds"] > 0 for r in rounds)
     clean_share = 1 - record["changed"]
     assert rounds[0]["trust_trusted_precision"] > clean_share + 0.3, (clean_share, rounds)
     assert rounds[0]["trust_recalibrated_right"] > 0.9 * rounds[0]["trust_recalibrated"] > 0, rounds
