@@ -3,7 +3,7 @@
     python benchmarks/per_model.py OUTPUT_DIR ../shared/data/mnist --models 10
 
 A mean with a large standard deviation can hide one learner that diverged; this prints every learner's accuracy on
-the dataset's test split. Learner i starts from the init drawn from seed `--seed + i`.
+the dataset's test split, and the set's learned step sizes. Learner i starts from the init of seed `--seed + i`.
 """
 
 import argparse
@@ -38,6 +38,9 @@ def main() -> None:
         accuracies.append(float((predicted.numpy() == labels).mean()))
     print("per model:", " ".join(f"{a:.3f}" for a in accuracies))
     print(f"mean {np.mean(accuracies):.4f} ± {np.std(accuracies):.4f}; median {np.median(accuracies):.4f}")
+    if distilled.step_sizes is not None:  # large learned step sizes are what makes some inits diverge
+        steps = distilled.step_sizes
+        print(f"learned step sizes: {steps.min():.3f}-{steps.max():.3f} (mean {steps.mean():.3f})")
 
 
 if __name__ == "__main__":
