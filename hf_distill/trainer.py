@@ -314,6 +314,7 @@ class DistillationTrainer(Trainer):
             self.args.trust_recalibrate,
         )
         logs["seconds"] = round(time.perf_counter() - start, 2)  # what trust-awareness costs, round by round
+        logs["total_seconds"] = round(self.trust_logs.get("total_seconds", 0.0) + logs["seconds"], 2)  # and in all
         self.trust_logs = {"step": self.state.global_step, **logs}
         self.log({f"trust_{k}": v for k, v in logs.items()})
 

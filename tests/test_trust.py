@@ -83,6 +83,7 @@ def test_learners_trained_on_the_trusted_real_data_score_from_step_0(tmp_path):
     rounds = [log for log in trainer.state.log_history if "trust_trusted" in log]
     assert [r["step"] for r in rounds] == [0, 30]  # no wait for the synthetic set to be trained
     assert all(r["trust_seconds"] > 0 for r in rounds)
+    assert rounds[1]["trust_total_seconds"] == round(rounds[0]["trust_seconds"] + rounds[1]["trust_seconds"], 2)
     clean_share = 1 - record["changed"]
     assert rounds[0]["trust_trusted_precision"] > clean_share + 0.3, (clean_share, rounds)
     assert rounds[0]["trust_recalibrated_right"] > 0.9 * rounds[0]["trust_recalibrated"] > 0, rounds
