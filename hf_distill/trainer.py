@@ -1,3 +1,4 @@
+import json
 import math
 import os
 import random
@@ -10,9 +11,11 @@ import torch
 import torch.nn.functional as F
 from accelerate.utils import gather_object
 from huggingface_hub import HfApi
-from safetensors.torch import save_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from transformers import Trainer, default_data_collator
+from transformers.utils import logging
 
 from .checks import check_setup
 from .config import DistillationConfig
@@ -37,6 +40,10 @@ from .methods.trust import TrustState, score, trust_round
 from .noise import CLEAN_LABELS
 from .selection import kmeans_rows, random_rows
 from .synthetic import DistilledDataset, SyntheticSet, initial_label_logits, nearest_tokens
+
+logger = logging.get_logger(__name__)
+
+TRUST_STATE_FILE = "trust_state.safetensors"  # in checkpoints of trust-aware runs
 
 
 class DistillationDivergedError(RuntimeError):
@@ -492,6 +499,26 @@ class DistillationTrainer(Trainer):
             {k: v.detach().cpu().contiguous() for k, v in state.items()}, os.path.join(output_dir, "model.safetensors")
         )
         self.distilled_dataset().save(output_dir)
+        if self.trust is not None:  # the trusted split and the relabelled labels, so that a resume continues from them
+            path = os.path.join(output_dir, TRUST_STATE_FILE)
+            save_file(self.trust.tensors(), path, metadata={"logs": json.dumps(self.trust_logs)})
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if self.trust is None:
+            return
+        path = os.path.join(resume_from_checkpoint, TRUST_STATE_FILE)
+        if not os.path.isfile(path):
+            logger.warning(f"{path} does not exist: trust-aware distillation starts again from the given labels.")
+            return
+        state = TrustState.from_tensors(load_file(path))
+        if len(state.labels) != len(self.trust.labels):
+            raise ValueError(
+                f"{path} holds the trusted split of {len(state.labels)} examples, but train_dataset has "
+                f"{len(self.trust.labels)}: resume with the training data of the checkpoint's run."
+            )
+        with safe_open(path, framework="pt") as f:
+            self.trust, self.trust_logs = state, json.loads(f.metadata()["logs"])
 
     # The Hub: the artefact is a dataset repo, pushed when the model is saved (checkpoints are resume state only).
     def init_hf_repo(self, token=None, private=None):

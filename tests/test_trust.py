@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import TOY_SETTINGS, quick_config, toy_images
+from safetensors.torch import load_file
 
 from hf_distill import DistillationConfig, DistillationTrainer, build_learner
 from hf_distill.data import pixel_dataset
-from hf_distill.methods.trust import small_loss_split
+from hf_distill.methods.trust import TrustState, small_loss_split
 from hf_distill.noise import add_label_noise
+from hf_distill.trainer import TRUST_STATE_FILE
 
 NAMES = [f"class_{i}" for i in range(4)]
 
@@ -20,14 +22,18 @@ def noisy_toy(rate=0.4):
     return noisy, test, record
 
 
-def distil(tmp_path, train, test, trust_aware, max_steps=150, **kwargs):
+def toy_trainer(tmp_path, train, test, trust_aware, max_steps=150, **kwargs):
     # 400 toy examples: one pass is 13 mini-batches, too few for a scoring learner
     kwargs = {"trust_real_epochs": 8, **kwargs}
     args = quick_config(
         tmp_path, max_steps=max_steps, trust_aware=trust_aware, trust_interval=30, **TOY_SETTINGS, **kwargs
     )
     learner = build_learner("convnet", 4, image_size=8, width=8)
-    trainer = DistillationTrainer(args=args, train_dataset=train, eval_dataset=test, learner=learner)
+    return DistillationTrainer(args=args, train_dataset=train, eval_dataset=test, learner=learner)
+
+
+def distil(tmp_path, train, test, trust_aware, max_steps=150, **kwargs):
+    trainer = toy_trainer(tmp_path, train, test, trust_aware, max_steps, **kwargs)
     trainer.train()
     return trainer, trainer.evaluate()
 
@@ -87,6 +93,28 @@ def test_learners_trained_on_the_trusted_real_data_score_from_step_0(tmp_path):
     clean_share = 1 - record["changed"]
     assert rounds[0]["trust_trusted_precision"] > clean_share + 0.3, (clean_share, rounds)
     assert rounds[0]["trust_recalibrated_right"] > 0.9 * rounds[0]["trust_recalibrated"] > 0, rounds
+
+
+def test_resume_continues_from_the_checkpoints_trusted_split(tmp_path):
+    train, test, _ = noisy_toy()
+    full = toy_trainer(tmp_path / "full", train, test, True, max_steps=45, save_strategy="steps", save_steps=40)
+    full.train()
+    checkpoint = tmp_path / "full" / "out" / "checkpoint-40"
+    saved = TrustState.from_tensors(load_file(checkpoint / TRUST_STATE_FILE))
+    assert (saved.labels != torch.as_tensor(train["labels"])).any()  # rounds at steps 0 and 30 relabelled some
+    resumed = toy_trainer(tmp_path / "resumed", train, test, True, max_steps=45)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    # the history comes with the checkpoint: rounds at steps 0 and 30, none redone after the resume at step 40
+    assert [log["step"] for log in resumed.state.log_history if "trust_trusted" in log] == [0, 30]
+    assert torch.equal(resumed.trust.labels, full.trust.labels)
+    assert torch.equal(resumed.trust.trusted, full.trust.trusted)
+    assert resumed.trust_logs == full.trust_logs
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5), f"{name} differs after resume"
+
+    other, _, _ = noisy_toy()
+    with pytest.raises(ValueError, match="holds the trusted split of 400 examples, but train_dataset has 399"):
+        toy_trainer(tmp_path / "other", other.select(range(399)), test, True).train(str(checkpoint))
 
 
 def test_small_loss_split_keeps_the_low_loss_mode_of_each_class():

@@ -43,6 +43,15 @@ class TrustState:
         labels = torch.as_tensor(np.asarray(labels)).long()
         return cls(labels=labels.clone(), trusted=torch.ones(len(labels), dtype=torch.bool))
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The state as named tensors, for a checkpoint's safetensors file."""
+        tensors = {"labels": self.labels, "trusted": self.trusted, "predicted": self.predicted}
+        return {k: v.contiguous() for k, v in tensors.items() if v is not None}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "TrustState":
+        return cls(labels=tensors["labels"], trusted=tensors["trusted"], predicted=tensors.get("predicted"))
+
 
 def small_loss_split(losses: np.ndarray, labels: np.ndarray, num_labels: int, seed: int = 0) -> np.ndarray:
     """Trusted mask: per class, the examples a 2-component GMM on their losses assigns to the low-loss component."""
