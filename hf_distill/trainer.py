@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from accelerate.utils import gather_object
 from huggingface_hub import HfApi
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 from transformers import Trainer, default_data_collator
 from transformers.utils import logging
@@ -511,14 +511,15 @@ class DistillationTrainer(Trainer):
         if not os.path.isfile(path):
             logger.warning(f"{path} does not exist: trust-aware distillation starts again from the given labels.")
             return
-        state = TrustState.from_tensors(load_file(path))
+        with safe_open(path, framework="pt") as f:
+            state = TrustState.from_tensors({k: f.get_tensor(k) for k in f.keys()})
+            logs = json.loads(f.metadata()["logs"])
         if len(state.labels) != len(self.trust.labels):
             raise ValueError(
                 f"{path} holds the trusted split of {len(state.labels)} examples, but train_dataset has "
                 f"{len(self.trust.labels)}: resume with the training data of the checkpoint's run."
             )
-        with safe_open(path, framework="pt") as f:
-            self.trust, self.trust_logs = state, json.loads(f.metadata()["logs"])
+        self.trust, self.trust_logs = state, logs
 
     # The Hub: the artefact is a dataset repo, pushed when the model is saved (checkpoints are resume state only).
     def init_hf_repo(self, token=None, private=None):

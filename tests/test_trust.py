@@ -112,9 +112,8 @@ def test_resume_continues_from_the_checkpoints_trusted_split(tmp_path):
     for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-5), f"{name} differs after resume"
 
-    other, _, _ = noisy_toy()
     with pytest.raises(ValueError, match="holds the trusted split of 400 examples, but train_dataset has 399"):
-        toy_trainer(tmp_path / "other", other.select(range(399)), test, True).train(str(checkpoint))
+        toy_trainer(tmp_path / "other", train.select(range(399)), test, True).train(str(checkpoint))
 
 
 def test_small_loss_split_keeps_the_low_loss_mode_of_each_class():
