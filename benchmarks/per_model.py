@@ -25,9 +25,8 @@ def main() -> None:
     if distilled.modality != "image":
         raise SystemExit(f"{args.distilled} is a {distilled.modality} set; this script scores image sets.")
     mean, std = distilled.metadata.get("image_mean"), distilled.metadata.get("image_std")
-    test = load_real_data(
-        DataArguments(dataset=args.dataset), image_mean=mean, image_std=std
-    ).eval  # the set's scaling
+    data = load_real_data(DataArguments(dataset=args.dataset), image_mean=mean, image_std=std)  # the set's scaling
+    test = data.eval
     pixels = torch.tensor(np.asarray(test["pixel_values"]), dtype=torch.float32)
     labels = np.asarray(test["labels"])
     accuracies = []
