@@ -20,6 +20,10 @@ it (large: a gradient step moves every review's logits together).
 
 asks whether removing that common part is enough: the same probe with a TextCNN whose pooled features are
 LayerNorm-ed per review (no affine) before the classifier.
+
+    python benchmarks/imdb_probe.py --mean_pool
+
+asks the same of mean-over-time pooling (over the convolution windows inside each review) instead of the max.
 """
 
 import argparse
@@ -34,6 +38,23 @@ from hf_distill import DataArguments, build_learner, load_real_data
 from hf_distill.data import load_input_embeddings
 from hf_distill.learners import TextCNN
 from hf_distill.methods import learner_features, learner_logits, unroll
+
+
+class MeanPoolTextCNN(TextCNN):
+    """TextCNN with mean-over-time pooling (over the windows inside the review) instead of max-over-time."""
+
+    def forward(self, inputs_embeds, attention_mask=None, labels=None, **kwargs):
+        if attention_mask is None:
+            attention_mask = inputs_embeds.new_ones(inputs_embeds.shape[:2])
+        mask = attention_mask.to(inputs_embeds.dtype)
+        x = (self.norm(inputs_embeds) * mask.unsqueeze(-1)).transpose(1, 2)
+        pooled = []
+        for conv in self.convs:
+            k = conv.kernel_size[0]
+            inside = mask[:, : mask.shape[1] - k + 1] * mask[:, k - 1 :]  # windows wholly inside the review
+            h = F.relu(conv(x)) * inside.unsqueeze(1)
+            pooled.append(h.sum(-1) / inside.sum(-1, keepdim=True).clamp(min=1))
+        return self._output(torch.cat(pooled, dim=-1), labels)
 
 
 class PooledNormTextCNN(TextCNN):
@@ -51,11 +72,14 @@ def tensors(ds, embeddings):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pooled_norm", action="store_true", help="LayerNorm the pooled features per review")
-    pooled_norm = parser.parse_args().pooled_norm
+    parser.add_argument("--mean_pool", action="store_true", help="mean-over-time pooling instead of max-over-time")
+    parser.add_argument("--max_length", type=int, default=128, help="tokens per review")
+    args = parser.parse_args()
+    pooled_norm = args.pooled_norm
     torch.manual_seed(0)
     embeddings, tokenizer = load_input_embeddings(MINILM)
     data_args = DataArguments(
-        dataset=str(SHARED / "data/imdb"), max_length=128, max_train_samples=4000, eval_max_samples=2000
+        dataset=str(SHARED / "data/imdb"), max_length=args.max_length, max_train_samples=4000, eval_max_samples=2000
     )
     data = load_real_data(data_args, tokenizer=tokenizer)
     x, mask, y = tensors(data.train, embeddings)
@@ -87,6 +111,8 @@ def main() -> None:
     learner = build_learner("textcnn", 2, hidden_size=e_dim)
     if pooled_norm:
         learner = PooledNormTextCNN(learner.config)
+    if args.mean_pool:
+        learner = MeanPoolTextCNN(learner.config)
     learner.eval()
     with torch.no_grad():
         pooled = learner_features(learner, dict(learner.named_parameters()), xt[:500], mask_t[:500])
