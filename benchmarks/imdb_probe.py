@@ -73,13 +73,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pooled_norm", action="store_true", help="LayerNorm the pooled features per review")
     parser.add_argument("--mean_pool", action="store_true", help="mean-over-time pooling instead of max-over-time")
-    parser.add_argument("--max_length", type=int, default=128, help="tokens per review")
     args = parser.parse_args()
     pooled_norm = args.pooled_norm
     torch.manual_seed(0)
     embeddings, tokenizer = load_input_embeddings(MINILM)
     data_args = DataArguments(
-        dataset=str(SHARED / "data/imdb"), max_length=args.max_length, max_train_samples=4000, eval_max_samples=2000
+        dataset=str(SHARED / "data/imdb"), max_length=128, max_train_samples=4000, eval_max_samples=2000
     )
     data = load_real_data(data_args, tokenizer=tokenizer)
     x, mask, y = tensors(data.train, embeddings)
