@@ -71,10 +71,10 @@ def tensors(ds, embeddings):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pooled_norm", action="store_true", help="LayerNorm the pooled features per review")
-    parser.add_argument("--mean_pool", action="store_true", help="mean-over-time pooling instead of max-over-time")
+    variant = parser.add_mutually_exclusive_group()
+    variant.add_argument("--pooled_norm", action="store_true", help="LayerNorm the pooled features per review")
+    variant.add_argument("--mean_pool", action="store_true", help="mean-over-time pooling instead of max-over-time")
     args = parser.parse_args()
-    pooled_norm = args.pooled_norm
     torch.manual_seed(0)
     embeddings, tokenizer = load_input_embeddings(MINILM)
     data_args = DataArguments(
@@ -108,9 +108,9 @@ def main() -> None:
     pick = torch.randperm(len(y), generator=gen)[:200]
     sets = {"real": (x[pick], mask[pick], y[pick]), "lexicon": (lexicon, torch.ones(20, 16), lexicon_labels)}
     learner = build_learner("textcnn", 2, hidden_size=e_dim)
-    if pooled_norm:
+    if args.pooled_norm:
         learner = PooledNormTextCNN(learner.config)
-    if args.mean_pool:
+    elif args.mean_pool:
         learner = MeanPoolTextCNN(learner.config)
     learner.eval()
     with torch.no_grad():
