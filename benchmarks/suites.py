@@ -117,6 +117,8 @@ SUITES = {
         (
             Row("mnist", 1, "fixed", published=96.0),
             Row("mnist", 0.5, "fixed", published=92.0, total=5),
+            # the reference code starts the images from noise: 82.9 % from real digits, 86.8 % from noise here
+            Row("mnist", 0.5, "fixed", published=92.0, total=5, synthetic_init="noise"),
             Row("mnist", 1, "random"),
             Row("imdb", 10, "random", published=74.3),
             Row("imdb", 10, "fixed", published=76.3),

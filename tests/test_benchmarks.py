@@ -117,7 +117,8 @@ def test_quick_suite_runs_and_renders(tmp_path):
     subprocess.run([sys.executable, BENCHMARKS / "report.py", "--mode", "quick", "--results", results, "--docs", docs])
     md = (docs / "benchmarks.md").read_text()
     seed_table = md.split("### `seed-s1`")[1].split("### `text8`")[0]
-    assert "not run" not in seed_table and seed_table.count("(2) |") == 10  # ten rows, two models each
+    rows = len(suites.SUITES["seed-s1"].rows)
+    assert "not run" not in seed_table and seed_table.count("(2) |") == rows  # every row, two models each
     assert (docs / "suite-seed-s1-quick.png").stat().st_size > 10_000
     assert (docs / "previews" / "seed-s1-mnist-lenet-1pc-fixed.png").exists()
 
