@@ -4,8 +4,9 @@
     python benchmarks/sweep.py imdb '{"step_size_init": 0.01, "learning_rate": 0.0003}'
 
 mnist: all 60k/10k images, LeNet, eval every 1,000 steps. imdb: a 5,000-review train subset and a 1,000-review test
-subset, TextCNN on all-MiniLM-L6-v2, 20 sequences, 3 inner steps, 300 outer steps. Two eval models each. These are
-for choosing settings; the figures that count come from benchmarks/run.py.
+subset, TextCNN on all-MiniLM-L6-v2, 20 sequences of 256 tokens (a config's "max_length" picks another length), 3 inner
+steps, 300 outer steps. Two eval models each. These are for choosing settings; the figures that count come from
+benchmarks/run.py.
 """
 
 import json
@@ -33,23 +34,29 @@ SETUPS = {
 }
 
 
-def main(name: str, specs: list[str]) -> None:
+def load(name: str, max_length: int):
     embeddings = tokenizer = None
     if name == "imdb":
         embeddings, tokenizer = load_input_embeddings(MINILM)
         data_args = DataArguments(
-            dataset=str(SHARED / "data/imdb"), max_length=256, max_train_samples=5000, eval_max_samples=1000
+            dataset=str(SHARED / "data/imdb"), max_length=max_length, max_train_samples=5000, eval_max_samples=1000
         )
     else:
         data_args = DataArguments(dataset=str(SHARED / "data/mnist"))
     data = load_real_data(data_args, tokenizer=tokenizer, image_mean=[0.1307], image_std=[0.3081])
+    return data, embeddings, tokenizer
+
+
+def main(name: str, specs: list[str]) -> None:
     for spec in specs:
+        overrides = json.loads(spec)
+        data, embeddings, tokenizer = load(name, overrides.pop("max_length", 256))
         kwargs = {
             **COMMON,
             **SETUPS[name],
             "image_mean": data.image_mean,
             "image_std": data.image_std,
-            **json.loads(spec),
+            **overrides,
         }
         trainer = DistillationTrainer(
             args=DistillationConfig(**kwargs),
