@@ -57,6 +57,9 @@ class DistillationConfig(TrainingArguments):
         step_size_init (`float`, defaults to `0.02`): initial inner learning rate of every step.
         learn_step_sizes (`bool`, defaults to `True` with `unrolled`): learn the per-step learning rates.
         step_size_learning_rate (`float`, defaults to `0.01`): Adam step size of the log step sizes.
+        per_layer_step_sizes (`bool`, defaults to `False`): learn one step size per inner step *and* per weight
+            tensor of the learner (`[steps, tensors]`, as MAML++'s per-layer per-step rates), instead of one per
+            step, so that the set can move some layers faster than others.
         max_step_size (`float` or `None`): an upper bound on every learned step size (`None`: unbounded). Long
             unrolls turn chaotic once the learned step sizes grow too large; the bound keeps them below that.
         backprop_steps (`int` or `None`): back-propagate through only the last K inner steps (truncated BPTT);
@@ -152,6 +155,9 @@ class DistillationConfig(TrainingArguments):
         default=None, metadata={"help": "Learn the per-step inner learning rates (default: yes, with unrolled)."}
     )
     step_size_learning_rate: float = field(default=0.01, metadata={"help": "Adam step size of the log step sizes."})
+    per_layer_step_sizes: bool = field(
+        default=False, metadata={"help": "One step size per inner step and per weight tensor of the learner."}
+    )
     max_step_size: float | None = field(
         default=None, metadata={"help": "Upper bound on every learned inner step size (default: unbounded)."}
     )
@@ -302,6 +308,7 @@ class DistillationConfig(TrainingArguments):
             "backprop_steps": not unrolled and self.backprop_steps is not None,
             "random_truncation": not unrolled and self.random_truncation,
             "max_step_size": not unrolled and self.max_step_size is not None,
+            "per_layer_step_sizes": not unrolled and self.per_layer_step_sizes,
             "learn_labels": self.distill_method == "distribution_matching" and self.learn_labels,
             "trust_untrusted='soft'": not unrolled and self.trust_untrusted == "soft",
         }

@@ -60,13 +60,13 @@ class SyntheticSet(nn.Module):
         learn_labels=True,
         learn_step_sizes=True,
         max_step_size=None,
+        num_step_size_groups=None,
     ):
         super().__init__()
         self.inputs = nn.Parameter(inputs.clone())
         self.label_logits = nn.Parameter(label_logits.clone(), requires_grad=learn_labels)
-        self.log_step_sizes = nn.Parameter(
-            torch.full((num_steps,), math.log(step_size_init)), requires_grad=learn_step_sizes
-        )
+        shape = (num_steps,) if num_step_size_groups is None else (num_steps, num_step_size_groups)
+        self.log_step_sizes = nn.Parameter(torch.full(shape, math.log(step_size_init)), requires_grad=learn_step_sizes)
         self.register_buffer("attention_mask", attention_mask)
         self.max_log_step_size = None if max_step_size is None else math.log(max_step_size)
 

@@ -231,6 +231,7 @@ class DistillationTrainer(Trainer):
             args.learn_labels,
             args.learn_step_sizes,
             args.max_step_size,
+            len(trainable_parameters(self.learner)) if args.per_layer_step_sizes else None,
         )
 
     def _check_classes(self, classes: list[int]) -> None:

@@ -150,6 +150,19 @@ def test_max_step_size_bounds_the_learned_step_sizes(tmp_path, image_data):
         quick_config(tmp_path, step_size_init=0.05, max_step_size=0.01)
 
 
+def test_per_layer_step_sizes_are_learned_saved_and_used(tmp_path, image_data):
+    train, test = image_data
+    args = quick_config(tmp_path, max_steps=4, per_layer_step_sizes=True, step_size_learning_rate=0.3)
+    learner = small_convnet()
+    trainer = DistillationTrainer(args=args, train_dataset=train, eval_dataset=test, learner=learner)
+    trainer.train()
+    trainer.save_model()
+    steps = DistilledDataset.load(args.output_dir).step_sizes
+    assert steps.shape == (args.total_inner_steps, len(list(learner.parameters())))
+    assert len(steps.unique()) > 1  # the tensors' rates moved apart from their common start
+    assert math.isfinite(trainer.evaluate()["eval_accuracy"])
+
+
 def test_checkpoint_resume_continues_from_the_same_state(tmp_path, image_data):
     train, test = image_data
     args = quick_config(tmp_path, max_steps=6, save_strategy="steps", save_steps=3, seed=3)

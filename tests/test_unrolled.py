@@ -39,3 +39,26 @@ def test_unroll_without_graph_trains_the_learner():
     trained = unroll(learner, params, x.detach(), None, labels, lrs.detach(), create_graph=False)
     after = torch.nn.functional.cross_entropy(learner_logits(learner, trained, x), labels)
     assert after < before and not any(v.requires_grad for v in trained.values())
+
+
+def test_per_tensor_step_sizes_move_each_tensor_by_its_own_rate():
+    learner, params, x, y, lrs, real_x, real_y = setup()
+    per_tensor = lrs.detach()[:, None].repeat(1, len(params))  # [steps, tensors], the same rate everywhere
+    same = unroll(learner, params, x.detach(), None, y.detach(), per_tensor, create_graph=False)
+    scalar = unroll(learner, params, x.detach(), None, y.detach(), lrs.detach(), create_graph=False)
+    assert all(torch.allclose(same[k], scalar[k]) for k in params)
+
+    frozen = next(iter(params))  # a zero rate for the first tensor at every step leaves it where it started
+    per_tensor[:, 0] = 0
+    trained = unroll(learner, params, x.detach(), None, y.detach(), per_tensor, create_graph=False)
+    assert torch.equal(trained[frozen], params[frozen])
+    assert all(not torch.equal(trained[k], params[k]) for k in list(params)[1:] if k.endswith("weight"))
+
+
+def test_per_tensor_step_sizes_each_get_an_outer_gradient():
+    learner, params, x, y, _, real_x, real_y = setup()
+    lrs = torch.full((6, len(params)), 0.1, requires_grad=True)
+    trained = unroll(learner, params, x, None, y, lrs)
+    loss = torch.nn.functional.cross_entropy(learner_logits(learner, trained, real_x), real_y)
+    (lr_grad,) = torch.autograd.grad(loss, [lrs])
+    assert lr_grad.shape == (6, len(params)) and (lr_grad.abs().sum(0) > 0).all()

@@ -34,7 +34,9 @@ def unroll(
     create_graph: bool = True,
     backprop_steps: int | None = None,
 ) -> dict:
-    """Take one gradient step per entry of `step_sizes` on the whole synthetic set and return the trained params.
+    """Take one gradient step per row of `step_sizes` on the whole synthetic set and return the trained params.
+
+    A row is one step size for all of `params`, or one per tensor of `params`, in their order.
 
     With `create_graph`, the result stays differentiable w.r.t. the synthetic tensors and step sizes, through the
     last `backprop_steps` steps only when that is set (truncated back-propagation; the earlier steps are replayed
@@ -56,5 +58,6 @@ def unroll(
         with torch.enable_grad():
             loss = soft_cross_entropy(learner_logits(learner, params, x, attention_mask), y)
             grads = torch.autograd.grad(loss, list(params.values()), create_graph=tracked)
-        params = {k: p - lr * g for (k, p), g in zip(params.items(), grads)}
+        lrs = lr.expand(len(grads))  # one step size per tensor
+        params = {k: p - r * g for (k, p), g, r in zip(params.items(), grads, lrs)}
     return params if create_graph else {k: v.detach() for k, v in params.items()}
