@@ -59,7 +59,8 @@ class DistillationConfig(TrainingArguments):
         step_size_learning_rate (`float`, defaults to `0.01`): Adam step size of the log step sizes.
         per_layer_step_sizes (`bool`, defaults to `False`): learn one step size per inner step *and* per weight
             tensor of the learner (`[steps, tensors]`, as MAML++'s per-layer per-step rates), instead of one per
-            step, so that the set can move some layers faster than others.
+            step, so that the set can move some layers faster than others. Unbounded, they can grow until the
+            unroll diverges (MNIST, docs/benchmarks.md); `max_step_size` bounds them too.
         max_step_size (`float` or `None`): an upper bound on every learned step size (`None`: unbounded). Long
             unrolls turn chaotic once the learned step sizes grow too large; the bound keeps them below that.
         backprop_steps (`int` or `None`): back-propagate through only the last K inner steps (truncated BPTT);
