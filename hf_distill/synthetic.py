@@ -284,6 +284,12 @@ class DistilledDataset:
             raise ValueError(f"protocol must be 'learned' (needs step sizes) or 'adam', not {protocol!r}.")
         lr = adam_learning_rate(learner) if lr is None else lr
         params = {k: v.detach() for k, v in trainable_parameters(learner).items()}
+        per_tensor = protocol == "learned" and self.step_sizes.ndim == 2
+        if per_tensor and self.step_sizes.shape[1] != len(params):
+            raise ValueError(
+                f"The set's step sizes are per weight tensor ({self.step_sizes.shape[1]} tensors) but the learner "
+                f"has {len(params)}; pass the learner it was distilled for, or protocol='adam'."
+            )
         trained = train_on_set(
             learner.eval(),
             params,

@@ -99,3 +99,14 @@ def test_fixed_labels_are_exact_and_learned_ones_start_soft():
     assert torch.equal(covering, torch.tensor([[0.5, 0.0, 0.5, 0.0], [0.0, 0.5, 0.0, 0.5]]))
     learned = initial_label_logits(4, 2).softmax(-1)
     assert (learned > 0.01).all() and (learned.argmax(-1) == fixed.argmax(-1)).all()
+
+
+def test_per_tensor_step_sizes_must_match_the_learner():
+    distilled = image_set()
+    num_tensors = len(list(distilled.train_learner(protocol="adam", steps=0).parameters()))
+    steps = len(distilled.step_sizes)
+    distilled.step_sizes = torch.full((steps, num_tensors), 0.05)
+    distilled.train_learner()  # one rate per step and per tensor of the recorded learner
+    distilled.step_sizes = torch.full((steps, num_tensors + 1), 0.05)
+    with pytest.raises(ValueError, match=rf"per weight tensor \({num_tensors + 1} tensors\) but the learner has"):
+        distilled.train_learner()
