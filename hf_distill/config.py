@@ -244,6 +244,8 @@ class DistillationConfig(TrainingArguments):
             # would otherwise start N unconnected single processes; `use_cpu` makes them one gloo process group.
             self.use_cpu = True
         super().__post_init__()
+        if self.dataloader_pin_memory and (self.use_cpu or not _has_accelerator()):
+            self.dataloader_pin_memory = False  # nothing to pin for: torch would only warn for every real-data loader
         from .learners import LEARNERS, is_pretrained_learner
 
         pretrained = is_pretrained_learner(self.learner)
@@ -328,12 +330,15 @@ class DistillationConfig(TrainingArguments):
         return self.inner_steps * self.inner_epochs
 
 
-def _launched_on_cpus() -> bool:
-    """Launched as one of several processes (WORLD_SIZE > 1) on a machine with no GPU or other accelerator."""
+def _has_accelerator() -> bool:
+    """Whether this machine has a GPU or another accelerator torch can use."""
     import torch
 
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return False
     if hasattr(torch, "accelerator"):  # torch >= 2.6: CUDA, XPU, MPS, ...
-        return torch.accelerator.current_accelerator() is None
-    return not torch.cuda.is_available()
+        return torch.accelerator.current_accelerator() is not None
+    return torch.cuda.is_available()
+
+
+def _launched_on_cpus() -> bool:
+    """Launched as one of several processes (WORLD_SIZE > 1) on a machine with no GPU or other accelerator."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _has_accelerator()

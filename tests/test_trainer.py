@@ -27,6 +27,17 @@ def test_synthetic_set_changes_during_training(tmp_path, image_data):
         assert not torch.equal(before[name], value.detach()), f"{name} did not change"
 
 
+def test_real_batches_are_pinned_only_where_there_is_an_accelerator(tmp_path, image_data, recwarn):
+    from hf_distill.config import _has_accelerator
+
+    train, test = image_data
+    args = quick_config(tmp_path, max_steps=2)
+    assert args.dataloader_pin_memory == _has_accelerator()
+    assert not quick_config(tmp_path, use_cpu=True).dataloader_pin_memory
+    DistillationTrainer(args=args, train_dataset=train, eval_dataset=test, learner=small_convnet()).train()
+    assert not [w for w in recwarn if "pin_memory" in str(w.message)]
+
+
 def test_distilled_set_beats_random_real_subset(tmp_path, image_data):
     train, test = image_data
     args = quick_config(tmp_path, max_steps=100, **TOY_SETTINGS)
