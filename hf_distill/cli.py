@@ -54,6 +54,11 @@ def parse_args(argv: list[str]) -> tuple[DataArguments, DistillationConfig]:
 def distill(argv: list[str]) -> dict:
     data_args, args = parse_args(argv)
     # Everything that can be wrong with the input fails here, before training and before output_dir is touched.
+    if args.load_best_model_at_end and data_args.validation_size is None:
+        raise ValueError(
+            "--load_best_model_at_end keeps the checkpoint that scores best during training: add --validation_size N "
+            "so that it is chosen on N held-out training examples, not on the test split."
+        )
     embedding_matrix = tokenizer = None
     if args.embedding_model is not None:
         embedding_matrix, tokenizer = load_input_embeddings(args.embedding_model)
@@ -65,7 +70,7 @@ def distill(argv: list[str]) -> dict:
     trainer = DistillationTrainer(
         args=args,
         train_dataset=data.train,
-        eval_dataset=data.eval,
+        eval_dataset=data.validation if data.validation is not None else data.eval,  # what training evaluates on
         processing_class=tokenizer,
         embedding_matrix=embedding_matrix if data.modality == "text" else None,
         source_dataset=data_args.dataset,
@@ -75,7 +80,7 @@ def distill(argv: list[str]) -> dict:
     )
     train_result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_metrics("train", train_result.metrics)
-    metrics = trainer.evaluate()
+    metrics = trainer.evaluate(data.eval)
     trainer.save_metrics("eval", metrics)
     trainer.save_model()
     return metrics

@@ -101,7 +101,12 @@ class DistillationConfig(TrainingArguments):
         eval_learning_rate (`float`, defaults to `0.001`, or `5e-5` for a pretrained learner): Adam step size for the
             same (a pretrained transformer is fine-tuned at a fine-tuning rate).
         eval_baseline (`bool`, defaults to `True`): also train on random real subsets of the same size (hard labels,
-            Adam), the baseline that says whether distillation helped.
+            Adam), the baseline that says whether distillation helped. Evaluations during training
+            (`eval_strategy`) skip it: it does not change as the set learns.
+        metric_for_best_model (`str`, defaults to `"accuracy"` with `load_best_model_at_end`): the Trainer's option,
+            with the distilled set's mean accuracy as its default instead of a loss, which `evaluate()` does not
+            report. `load_best_model_at_end` then keeps the checkpoint whose set scored best on `eval_dataset`: pass a
+            split held out of the training data there (`hf-distill distill --validation_size N`), never the test set.
         image_mean, image_std (`list[float]` or `None`): the normalisation of the real images, kept with the set
             to render its preview grid.
     """
@@ -243,6 +248,8 @@ class DistillationConfig(TrainingArguments):
             # `accelerate launch --num_processes N` / `torchrun` on a machine without accelerators: TrainingArguments
             # would otherwise start N unconnected single processes; `use_cpu` makes them one gloo process group.
             self.use_cpu = True
+        if self.load_best_model_at_end and self.metric_for_best_model is None:
+            self.metric_for_best_model = "accuracy"  # evaluate() reports no loss, the Trainer's default
         super().__post_init__()
         if self.dataloader_pin_memory and (self.use_cpu or not _has_accelerator()):
             self.dataloader_pin_memory = False  # nothing to pin for: torch would only warn for every real-data loader

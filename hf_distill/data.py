@@ -132,6 +132,13 @@ class DataArguments:
     eval_max_samples: int | None = field(
         default=None, metadata={"help": "Evaluate on a fixed random subset of this size."}
     )
+    validation_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Hold out this many training examples as a validation split: what evaluation during training "
+            "and --load_best_model_at_end score, so that the test split never chooses a checkpoint."
+        },
+    )
     label_noise_type: str | None = field(
         default=None,
         metadata={"help": "Corrupt the training labels (experiments).", "choices": ["symmetric", "asymmetric"]},
@@ -143,6 +150,8 @@ class DataArguments:
 
     def __post_init__(self):
         check_noise_options(self.label_noise_type, self.label_noise_rate)
+        if self.validation_size is not None and self.validation_size < 1:
+            raise ValueError(f"validation_size must be >= 1 (got {self.validation_size}).")
 
 
 def find_preset(dataset: str, preset: str | None = None) -> Preset | None:
@@ -236,6 +245,7 @@ class RealData:
     image_mean: list[float] | None = None
     image_std: list[float] | None = None
     label_noise: dict | None = None  # what `add_label_noise` did to `train` (which then keeps `clean_labels`)
+    validation: Dataset | None = None  # held out of the training split (`validation_size`), noisy labels and all
 
 
 def load_real_data(
@@ -294,6 +304,11 @@ def load_real_data(
         train = train.shuffle(seed=seed).select(range(min(data_args.max_train_samples, len(train))))
     if data_args.eval_max_samples:
         evaluation = evaluation.shuffle(seed=42).select(range(min(data_args.eval_max_samples, len(evaluation))))
+    if data_args.validation_size is not None and data_args.validation_size >= len(train):
+        raise ValueError(
+            f"validation_size={data_args.validation_size} leaves nothing to distil from: split "
+            f"{data_args.train_split!r} has {len(train)} examples."
+        )
 
     if data_args.label_noise_type == "asymmetric":  # no known mapping: fail before tokenising or reading images
         preset_name = next((k for k, v in PRESETS.items() if v is preset), None)
@@ -330,6 +345,9 @@ def load_real_data(
             preset_name,
             data_args.label_noise_pair_flip,
         )
+    if data_args.validation_size:  # after the noise: a user with noisy labels has no clean validation split either
+        split = data.train.train_test_split(test_size=data_args.validation_size, seed=seed)
+        data.train, data.validation = split["train"], split["test"]
     return data
 
 

@@ -428,7 +428,8 @@ class DistillationTrainer(Trainer):
                 )
                 metrics = self.compute_metrics(predict(self.learner, params, self._eval_batches(rows)))
             runs.append((i, metrics))
-            if args.eval_baseline:  # a random real subset with the same number of examples per class, hard labels
+            if args.eval_baseline and not self.is_in_train:  # a random real subset of the same size, hard labels;
+                # not during training (eval_strategy), where it would only repeat itself
                 bx, bmask, by = self._real_examples(self.train_dataset, baseline_classes, args.seed + i)
                 params = train_on_set(
                     self.learner, init, bx, bmask, by, steps=args.eval_train_steps, lr=args.eval_learning_rate

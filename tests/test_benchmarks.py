@@ -157,3 +157,28 @@ def test_per_model_prints_each_learners_accuracy(tmp_path, image_dataset_dir):
     text_set().save(tmp_path / "text")
     done = subprocess.run([*script, tmp_path / "text", image_dataset_dir], capture_output=True, text=True)
     assert done.returncode == 1 and "is a text set" in done.stderr
+
+
+def test_checkpoints_scores_every_checkpoint_in_step_order(tmp_path, image_dataset_dir):
+    import torch
+    from conftest import distilled_set
+
+    from hf_distill import build_learner
+
+    learner = build_learner("convnet", 4, num_channels=1, image_size=8)
+    for step, seed in ((10, 0), (2, 1)):  # written out of order; "checkpoint-10" sorts before "checkpoint-2" as text
+        g = torch.Generator().manual_seed(seed)
+        inputs = torch.randn(4, 1, 8, 8, generator=g)
+        distilled_set(learner, inputs, torch.eye(4), [f"class_{i}" for i in range(4)]).save(
+            tmp_path / "run" / f"checkpoint-{step}"
+        )
+    script = [sys.executable, BENCHMARKS / "checkpoints.py"]
+    done = subprocess.run(
+        [*script, tmp_path / "run", image_dataset_dir, "--train_examples", "20"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines()[1:]]
+    assert [r[0] for r in rows] == ["checkpoint-2", "checkpoint-10"]
+    assert all(0 <= float(r[1]) <= 100 and 0 <= float(r[3]) <= 100 for r in rows)  # train images %, test %
+    done = subprocess.run([*script, tmp_path, image_dataset_dir], capture_output=True, text=True)
+    assert done.returncode == 1 and "has no checkpoint-N folders" in done.stderr

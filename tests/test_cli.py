@@ -74,6 +74,7 @@ def test_yaml_config_and_command_line_precedence(tmp_path):
         (["--config", "missing.yaml"], "Config file 'missing.yaml' could not be read"),
         (["--label_noise_type", "symmetric", "--label_noise_rate", "1.0"], "label_noise_rate must be in [0, 1)"),
         (["--label_noise_type", "asymmetric", "--label_noise_rate", "0.2"], "No known asymmetric label-noise mapping"),
+        (["--load_best_model_at_end", "true", "--eval_strategy", "steps"], "add --validation_size N"),
     ],
 )
 def test_bad_input_is_one_line_and_leaves_output_dir_alone(tmp_path, capsys, flags, message):

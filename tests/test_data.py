@@ -37,10 +37,22 @@ def test_text_folder_of_parquet_files(tiny_embedding_model, text_dataset_dir):
     assert data.train[0]["input_ids"].shape == (10,) and len(data.eval) == 30
 
 
+def test_validation_split_is_held_out_of_the_training_split():
+    whole = load_real_data(DataArguments())
+    data = load_real_data(DataArguments(validation_size=100), seed=3)
+    assert len(data.validation) == 100 and len(data.train) == len(whole.train) - 100
+    assert whole.validation is None and len(data.eval) == len(whole.eval)  # the test split is untouched
+    key = lambda ds: {ds[i]["pixel_values"].numpy().tobytes() for i in range(len(ds))}
+    assert not key(data.validation) & key(data.train)  # disjoint, and together the whole training split
+    assert key(data.validation) | key(data.train) == key(whole.train)
+
+
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
         ({"dataset": "./does/not/exist"}, FileNotFoundError, "does not exist"),
+        ({"validation_size": 0}, ValueError, "validation_size must be >= 1"),
+        ({"validation_size": 1437}, ValueError, "validation_size=1437 leaves nothing to distil from"),
         ({"train_split": "nope"}, ValueError, "Split 'nope' is not in"),
         ({"eval_split": "validation"}, ValueError, "Evaluation split 'validation' is not in"),
         ({"label_column": "stars"}, ValueError, "label column 'stars' is not in split 'train'"),

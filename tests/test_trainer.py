@@ -191,6 +191,39 @@ def test_checkpoint_resume_continues_from_the_same_state(tmp_path, image_data):
     assert load_file(str(checkpoint / "model.safetensors")).keys() == full.model.state_dict().keys()
 
 
+def test_load_best_model_at_end_keeps_the_set_that_scored_best(tmp_path, image_data):
+    train, validation = image_data
+    scores = iter([0.9, 0.5, 0.7])  # the evaluations at steps 2, 4 and 6: the first checkpoint is the best
+    args = quick_config(
+        tmp_path,
+        max_steps=6,
+        learner_init="fixed",  # one init: one compute_metrics call per evaluation
+        eval_strategy="steps",
+        eval_steps=2,
+        save_strategy="steps",
+        save_steps=2,
+        load_best_model_at_end=True,
+    )
+    assert args.metric_for_best_model == "accuracy" and args.greater_is_better
+    trainer = DistillationTrainer(
+        args=args,
+        train_dataset=train,
+        eval_dataset=validation,
+        learner=small_convnet(),
+        compute_metrics=lambda _: {"accuracy": next(scores)},
+    )
+    trainer.train()
+    assert trainer.state.best_model_checkpoint.endswith("checkpoint-2") and trainer.state.best_metric == 0.9
+    out = tmp_path / "out"
+    best, last = (load_file(str(out / f"checkpoint-{s}" / "model.safetensors")) for s in (2, 6))
+    state = {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
+    assert all(torch.equal(state[k], best[k]) for k in best)  # the trainer holds the best set again
+    assert not all(torch.equal(state[k], last[k]) for k in last)
+    evaluations = [log for log in trainer.state.log_history if "eval_accuracy" in log]
+    assert [log["step"] for log in evaluations] == [2, 4, 6]
+    assert not any("eval_baseline_accuracy" in log for log in evaluations)  # the baseline waits for the end
+
+
 def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path, image_data):
     train, test = image_data
     args = quick_config(tmp_path, max_steps=10, save_strategy="steps", save_steps=2)
