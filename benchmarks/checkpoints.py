@@ -11,15 +11,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
+from per_model import accuracy, pixels_and_labels, real_image_data  # benchmarks/, the script's own folder
 
-from hf_distill import DataArguments, DistilledDataset, load_real_data
-
-
-def accuracy(learner, pixels: torch.Tensor, labels: np.ndarray) -> float:
-    with torch.no_grad():
-        predicted = torch.cat([learner(pixel_values=x).logits.argmax(-1) for x in pixels.split(2048)])
-    return float((predicted.numpy() == labels).mean())
+from hf_distill import DistilledDataset
 
 
 def main() -> None:
@@ -34,16 +28,9 @@ def main() -> None:
     folders = sorted(run.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
     if not folders:
         raise SystemExit(f"{run} has no checkpoint-N folders.")
-    first = DistilledDataset.load(folders[0])
-    if first.modality != "image":
-        raise SystemExit(f"{folders[0]} holds a {first.modality} set; this script scores image sets.")
-    mean, std = first.metadata.get("image_mean"), first.metadata.get("image_std")
-    data = load_real_data(DataArguments(dataset=args.dataset), image_mean=mean, image_std=std)
+    data = real_image_data(DistilledDataset.load(folders[0]), folders[0], args.dataset)
     train = data.train.shuffle(seed=123).select(range(min(args.train_examples, len(data.train))))
-    splits = {
-        name: (torch.tensor(np.asarray(ds["pixel_values"]), dtype=torch.float32), np.asarray(ds["labels"]))
-        for name, ds in (("train", train), ("test", data.eval))
-    }
+    splits = {"train": pixels_and_labels(train), "test": pixels_and_labels(data.eval)}
     print(f"{'checkpoint':>16}  train images  test")
     for folder in folders:
         distilled = DistilledDataset.load(folder)

@@ -14,6 +14,24 @@ import torch
 from hf_distill import DataArguments, DistilledDataset, load_real_data
 
 
+def real_image_data(distilled: DistilledDataset, where: str, dataset: str):
+    """The real dataset's splits scaled as the set's pixels were; exits unless `distilled` is an image set."""
+    if distilled.modality != "image":
+        raise SystemExit(f"{where} is a {distilled.modality} set; this script scores image sets.")
+    mean, std = distilled.metadata.get("image_mean"), distilled.metadata.get("image_std")
+    return load_real_data(DataArguments(dataset=dataset), image_mean=mean, image_std=std)
+
+
+def pixels_and_labels(split) -> tuple[torch.Tensor, np.ndarray]:
+    return torch.tensor(np.asarray(split["pixel_values"]), dtype=torch.float32), np.asarray(split["labels"])
+
+
+def accuracy(learner, pixels: torch.Tensor, labels: np.ndarray) -> float:
+    with torch.no_grad():
+        predicted = torch.cat([learner(pixel_values=x).logits.argmax(-1) for x in pixels.split(1024)])
+    return float((predicted.numpy() == labels).mean())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("distilled", help="a folder written by hf-distill distill (or DistilledDataset.save)")
@@ -22,19 +40,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1000)
     args = parser.parse_args()
     distilled = DistilledDataset.load(args.distilled)
-    if distilled.modality != "image":
-        raise SystemExit(f"{args.distilled} is a {distilled.modality} set; this script scores image sets.")
-    mean, std = distilled.metadata.get("image_mean"), distilled.metadata.get("image_std")
-    data = load_real_data(DataArguments(dataset=args.dataset), image_mean=mean, image_std=std)  # the set's scaling
-    test = data.eval
-    pixels = torch.tensor(np.asarray(test["pixel_values"]), dtype=torch.float32)
-    labels = np.asarray(test["labels"])
-    accuracies = []
-    for i in range(args.models):
-        learner = distilled.train_learner(seed=args.seed + i)
-        with torch.no_grad():
-            predicted = torch.cat([learner(pixel_values=x).logits.argmax(-1) for x in pixels.split(1024)])
-        accuracies.append(float((predicted.numpy() == labels).mean()))
+    pixels, labels = pixels_and_labels(real_image_data(distilled, args.distilled, args.dataset).eval)
+    accuracies = [accuracy(distilled.train_learner(seed=args.seed + i), pixels, labels) for i in range(args.models)]
     print("per model:", " ".join(f"{a:.3f}" for a in accuracies))
     print(f"mean {np.mean(accuracies):.4f} ± {np.std(accuracies):.4f}; median {np.median(accuracies):.4f}")
     if distilled.step_sizes is not None:  # large learned step sizes are what makes some inits diverge

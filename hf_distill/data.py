@@ -345,7 +345,7 @@ def load_real_data(
             preset_name,
             data_args.label_noise_pair_flip,
         )
-    if data_args.validation_size:  # after the noise: a user with noisy labels has no clean validation split either
+    if data_args.validation_size is not None:  # after the noise: noisy users have no clean validation split
         split = data.train.train_test_split(test_size=data_args.validation_size, seed=seed)
         data.train, data.validation = split["train"], split["test"]
     return data
