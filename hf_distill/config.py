@@ -109,6 +109,9 @@ class DistillationConfig(TrainingArguments):
             split held out of the training data there (`hf-distill distill --validation_size N`), never the test set.
         image_mean, image_std (`list[float]` or `None`): the normalisation of the real images, kept with the set
             to render its preview grid.
+        hub_strategy (`str`, defaults to `"every_save"`): the Trainer's option, for the dataset repo `hub_model_id`:
+            with `push_to_hub`, `every_save` pushes the set of every saved checkpoint in the background, `end` only
+            the final set. `checkpoint` and `all_checkpoints`, which push a model's resume state, are refused.
     """
 
     # Objective
@@ -303,6 +306,11 @@ class DistillationConfig(TrainingArguments):
             )
         if self.num_eval_models < 1:
             raise ValueError(f"num_eval_models must be >= 1 (got {self.num_eval_models}).")
+        if self.push_to_hub and self.hub_strategy not in ("every_save", "end"):
+            raise ValueError(
+                f"hub_strategy={self.hub_strategy.value!r} pushes a model's resume state; hf_distill pushes the "
+                "distilled set, at every save ('every_save') or at the end ('end')."
+            )
 
     def _resolve_method_options(self):
         """Defaults that depend on `distill_method`, and the options a matching objective cannot honour."""

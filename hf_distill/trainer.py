@@ -3,6 +3,7 @@ import math
 import os
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 from transformers import Trainer, default_data_collator
 from transformers.utils import logging
+from transformers.utils.hub import PushInProgress
 
 from .checks import check_setup
 from .config import DistillationConfig
@@ -175,6 +177,7 @@ class DistillationTrainer(Trainer):
         self._unrolls = (-1, 0)  # (global step, unrolls at that step): seeds that survive a resume
         self.trust = TrustState.start(self.train_labels) if args.trust_aware else None
         self.trust_logs: dict[str, float] = {}
+        self._hub_pusher = None  # the one background thread that pushes checkpoints' sets (hub_strategy="every_save")
 
     def _default_learner(self, example) -> str:
         if self.modality == "text":
@@ -452,9 +455,11 @@ class DistillationTrainer(Trainer):
         return metrics
 
     def distilled_dataset(self) -> DistilledDataset:
-        """The current synthetic set as a [`DistilledDataset`] (detached, on CPU)."""
+        """The current synthetic set as a [`DistilledDataset`]: a detached CPU copy, which later steps leave alone."""
         synthetic = self.accelerator.unwrap_model(self.model)
-        inputs, mask, soft_labels, step_sizes = (t.detach().cpu() if t is not None else None for t in synthetic())
+        inputs, mask, soft_labels, step_sizes = (
+            t.detach().cpu().clone() if t is not None else None for t in synthetic()
+        )
         fixed_init = self.fixed_init
         if fixed_init is not None and self.pretrained:  # the backbone is the checkpoint's: keep the head only
             fixed_init = {k: fixed_init[k] for k in head_parameter_names(self.learner)}
@@ -523,7 +528,7 @@ class DistillationTrainer(Trainer):
             )
         self.trust, self.trust_logs = state, logs
 
-    # The Hub: the artefact is a dataset repo, pushed when the model is saved (checkpoints are resume state only).
+    # The Hub: the artefact is a dataset repo; it receives the set of every save and the final one, never resume state.
     def init_hf_repo(self, token=None, private=None):
         """Checks the token and creates the dataset repo before training, so a bad token fails fast."""
         if not self.is_world_process_zero():
@@ -543,6 +548,7 @@ class DistillationTrainer(Trainer):
 
     def push_to_hub(self, commit_message="End of training", blocking=True, token=None, revision=None, **kwargs):
         """Push the distilled set (not model weights) to the dataset repo `args.hub_model_id`."""
+        self._finish_current_push()  # pushes of checkpoints first: each push is pinned to its own parent commit
         if getattr(self, "hub_model_id", None) is None:
             self.init_hf_repo(token=token, private=kwargs.get("private"))
         if not self.is_world_process_zero():
@@ -555,4 +561,28 @@ class DistillationTrainer(Trainer):
         )
 
     def _push_from_checkpoint(self, checkpoint_folder):
-        pass
+        # hub_strategy="every_save": the set of each checkpoint replaces the repo's, pushed in the background (one push
+        # at a time; a save during a push is skipped unless hub_always_push). Resume state is never pushed.
+        if not self.is_world_process_zero() or self.args.hub_strategy == "end":
+            return
+        if self.push_in_progress is not None and not self.push_in_progress.is_done() and not self.args.hub_always_push:
+            return
+        if self._hub_pusher is None:
+            self._hub_pusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hf_distill-push")
+        job = self._hub_pusher.submit(
+            self.distilled_dataset().push_to_hub,
+            self.hub_model_id,
+            token=self.args.hub_token,
+            revision=self.args.hub_revision,
+            commit_message=f"Training in progress, step {self.state.global_step}",
+        )
+        job.add_done_callback(_warn_if_failed)
+        if self.push_in_progress is None or self.push_in_progress.is_done():
+            self.push_in_progress = PushInProgress([job])
+        else:
+            self.push_in_progress.jobs.append(job)
+
+
+def _warn_if_failed(job) -> None:
+    if not job.cancelled() and job.exception() is not None:
+        logger.warning(f"Pushing a checkpoint's distilled set to the Hub failed: {job.exception()}")

@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -121,3 +124,28 @@ def test_embedding_model_without_input_embeddings(tmp_path, capsys, text_dataset
             shutil.copy(src, path / src.name)
     assert distill_text(text_dataset_dir, path, tmp_path / "o") == 1
     assert "has no input-embedding matrix" in capsys.readouterr().err
+
+
+def test_same_seed_gives_the_same_figures_in_another_process(tmp_path, image_dataset_dir):
+    # A benchmark row run twice must give the same numbers: nothing may hang on per-process state such as Python's
+    # salted string hashing, here with label noise and trust rounds, whose seeds are derived from hashes too.
+    flags = [
+        *("--learner", "convnet", "--seed", "5", "--trust_aware", "true", "--trust_interval", "2"),
+        *("--label_noise_type", "symmetric", "--label_noise_rate", "0.2", *QUICK),
+    ]
+    runs = {}
+    for hash_seed in ("1", "2"):
+        out = tmp_path / f"hash{hash_seed}"
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        argv = [sys.executable, "-m", "hf_distill", "distill", "--dataset", image_dataset_dir, "--output_dir", out]
+        done = subprocess.run([*argv, *flags], capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs[hash_seed] = json.loads((out / "eval_results.json").read_text()), (out / "model.safetensors").read_bytes()
+    (metrics, weights), (metrics_again, weights_again) = runs.values()
+    assert metrics["eval_trust_trusted"] > 0  # trust rounds ran
+
+    def figures(m):  # all but the timings
+        return {k: v for k, v in m.items() if not k.endswith("seconds")}
+
+    assert figures(metrics) == figures(metrics_again)
+    assert weights == weights_again

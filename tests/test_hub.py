@@ -187,3 +187,37 @@ def test_trainer_push_to_hub_names_the_repo_after_output_dir(hub, tmp_path, imag
     commit = trainer.push_to_hub()
     assert "alice/toy-distilled" in commit.commit_url
     assert torch.equal(DistilledDataset.from_hub("alice/toy-distilled").inputs, trainer.distilled_dataset().inputs)
+
+
+@pytest.mark.parametrize("strategy", ["every_save", "end"])
+def test_trainer_pushes_the_set_of_every_checkpoint(hub, tmp_path, image_data, strategy):
+    train, test = image_data
+    repo_id = f"alice/every-save-{strategy.replace('_', '-')}"
+    args = quick_config(
+        tmp_path,
+        max_steps=4,
+        save_strategy="steps",
+        save_steps=2,
+        push_to_hub=True,
+        hub_model_id=repo_id,
+        hub_token=ALICE,
+        hub_strategy=strategy,
+        hub_always_push=True,  # every save, even one made while the previous push runs
+    )
+    trainer = DistillationTrainer(args=args, train_dataset=train, eval_dataset=test)
+    trainer.train()  # returns once the checkpoints' pushes are done, as Trainer's own
+    commits = len(hub.repos[("dataset", repo_id)].commits)  # creating the repo is the first
+    if strategy == "end":
+        assert commits == 1
+        return
+    assert commits == 1 + 2 * 2  # two saves, two commits per push (data, then card and metadata)
+    last = DistilledDataset.load(tmp_path / "out" / "checkpoint-4")
+    assert_same_set(last, DistilledDataset.from_hub(repo_id))
+    trainer.push_to_hub()  # the final push lands on top of them
+    assert len(hub.repos[("dataset", repo_id)].commits) == commits + 2
+
+
+def test_hub_strategies_that_push_resume_state_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="hub_strategy='checkpoint' pushes a model's resume state"):
+        quick_config(tmp_path, push_to_hub=True, hub_strategy="checkpoint")
+    quick_config(tmp_path, hub_strategy="checkpoint")  # without push_to_hub it means nothing
