@@ -17,9 +17,9 @@ MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 # Quick mode: a CPU smoke run of every row in minutes. It checks that a suite runs end to end; its figures are not
 # the suite's results and are never rendered beside the full ones.
 QUICK_FLAGS = [
-    "--max_steps", "20", "--logging_steps", "10", "--num_eval_models", "2", "--eval_train_steps", "50",
-    "--max_train_samples", "2000", "--eval_max_samples", "500", "--inner_steps", "5", "--inner_epochs", "1",
-    "--trust_interval", "10",
+    "--max_steps", "10", "--logging_steps", "5", "--num_eval_models", "2", "--eval_train_steps", "30",
+    "--max_train_samples", "1000", "--eval_max_samples", "300", "--inner_steps", "3", "--inner_epochs", "1",
+    "--trust_interval", "5",
 ]  # fmt: skip
 QUICK_TEXT_FLAGS = ["--max_length", "32"]
 

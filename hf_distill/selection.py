@@ -11,8 +11,6 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
-from sklearn.cluster import KMeans
-from sklearn.metrics import pairwise_distances_argmin
 
 from .learners import soft_cross_entropy
 from .methods.matching import learner_features
@@ -64,6 +62,9 @@ def kmeans_rows(learner, params: dict, batches: Batches, labels: np.ndarray, cla
 
 def _medoids(features: np.ndarray, rows: np.ndarray, k: int, seed: int) -> list[int]:
     """The row nearest each of k k-means centres; where a class has fewer than k examples, they repeat."""
+    from sklearn.cluster import KMeans  # here: scikit-learn costs every process ~1.5 s to import
+    from sklearn.metrics import pairwise_distances_argmin
+
     centres = KMeans(min(k, len(rows)), n_init=3, random_state=seed).fit(features).cluster_centers_
     picks = [int(rows[i]) for i in pairwise_distances_argmin(centres, features)]
     return [picks[i % len(picks)] for i in range(k)]

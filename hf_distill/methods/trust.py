@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.mixture import GaussianMixture
 
 
 @dataclass
@@ -55,6 +54,8 @@ class TrustState:
 
 def small_loss_split(losses: np.ndarray, labels: np.ndarray, num_labels: int, seed: int = 0) -> np.ndarray:
     """Trusted mask: per class, the examples a 2-component GMM on their losses assigns to the low-loss component."""
+    from sklearn.mixture import GaussianMixture  # here: scikit-learn costs every process ~1.5 s to import
+
     trusted = np.zeros(len(losses), dtype=bool)
     for c in range(num_labels):
         rows = np.flatnonzero(labels == c)
