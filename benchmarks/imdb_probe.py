@@ -84,6 +84,9 @@ def main() -> None:
     parser.add_argument("--sets", default="real,lexicon", help="which tiny sets to train on, comma-separated")
     parser.add_argument("--step_sizes", default="0.01,0.03,0.1,0.3", help="SGD step sizes, comma-separated")
     args = parser.parse_args()
+    unknown = set(args.sets.split(",")) - {"real", "lexicon"}
+    if unknown:
+        parser.error(f"unknown --sets {', '.join(sorted(unknown))}: choose from real, lexicon")
     step_counts = [int(n) for n in args.steps.split(",")]
     step_sizes = [float(lr) for lr in args.step_sizes.split(",")]
     torch.manual_seed(0)
