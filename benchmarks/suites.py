@@ -108,8 +108,6 @@ NOISE = {
 # diverged for some inits), and a trust round every 1,000 of the 8,000 outer steps in the trust-aware rows.
 NOISY_FLAGS = {"mnist": ("--max_step_size", "0.15")}
 TRUST_FLAGS = {"mnist": ("--trust_interval", "1000")}
-# IMDB's rows use the fixed init: with random inits the TextCNN distils IMDB to chance (51.4 %, seed-s1), where
-# noise has nothing left to take away (docs/benchmarks.md, IMDB).
 
 SUITES = {
     "seed-s1": Suite(
@@ -175,6 +173,8 @@ SUITES = {
                 trust_aware=trust,
                 flags=NOISY_FLAGS.get(dataset, ()) + (TRUST_FLAGS.get(dataset, ()) if trust else ()),
             )
+            # IMDB uses the fixed init: with random inits the TextCNN distils IMDB to chance (51.4 %, seed-s1), where
+            # noise has nothing left to take away (docs/benchmarks.md, IMDB)
             for dataset, per_class, init in (("mnist", 1, "random"), ("imdb", 10, "fixed"), ("sst2", 10, "random"))
             for noise, trust in ([(None, False)] + [(n, t) for n in NOISE[dataset] for t in (False, True)])
         ),
