@@ -168,6 +168,8 @@ def run_one(name: str, extra: list[str], data_dir: Path | None, quick: bool, res
         "train_runtime_s": None if steps is None else steps["train_runtime"],
         "peak_memory_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "device": device(),
+        # the vector instructions torch's CPU kernels use: another level rounds differently, and chaotic runs diverge
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "processes": int(os.environ.get("WORLD_SIZE", "1")),  # under accelerate launch / torchrun
         "versions": versions(),
         "date": time.strftime("%Y-%m-%d"),
@@ -180,7 +182,11 @@ def run_one(name: str, extra: list[str], data_dir: Path | None, quick: bool, res
             record |= {"method": args.distill_method, "learner_init": args.learner_init}
             record["synthetic_init"] = args.synthetic_init
         record["outer_steps"] = args.max_steps
-        record["time_per_outer_step_s"] = round(steps["train_runtime"] / args.max_steps, 3)
+        resumed = 0  # a resumed run times only the steps after its checkpoint's
+        if args.resume_from_checkpoint:
+            state = Path(args.resume_from_checkpoint) / "trainer_state.json"
+            resumed = record["resumed_from_step"] = json.loads(state.read_text())["global_step"]
+        record["time_per_outer_step_s"] = round(steps["train_runtime"] / (args.max_steps - resumed), 3)
         previews = [str(output_dir / f) for f in ("preview.png", "preview.txt") if (output_dir / f).exists()]
         record["preview"] = previews[0] if previews else None
     if int(os.environ.get("RANK", "0")) != 0:  # one record per run: the main process writes it

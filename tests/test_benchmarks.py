@@ -182,3 +182,18 @@ def test_checkpoints_scores_every_checkpoint_in_step_order(tmp_path, image_datas
     assert all(0 <= float(r[1]) <= 100 and 0 <= float(r[3]) <= 100 for r in rows)  # train images %, test %
     done = subprocess.run([*script, tmp_path, image_dataset_dir], capture_output=True, text=True)
     assert done.returncode == 1 and "has no checkpoint-N folders" in done.stderr
+
+
+def test_a_resumed_run_times_only_its_own_steps(tmp_path):
+    import torch
+
+    results = tmp_path / "results.jsonl"
+    run = [sys.executable, BENCHMARKS / "run.py", "digits-demo", "--results", results, "--save_steps", "2"]
+    run += ["--num_eval_models", "1", "--eval_baseline", "false", "--logging_steps", "2"]
+    subprocess.run([*run, "--max_steps", "2", "--output_dir", tmp_path / "a"], check=True, capture_output=True)
+    resume = ["--resume_from_checkpoint", tmp_path / "a" / "checkpoint-2", "--output_dir", tmp_path / "b"]
+    subprocess.run([*run, "--max_steps", "6", *resume], check=True, capture_output=True)
+    first, resumed = report.load(results)
+    assert "resumed_from_step" not in first and resumed["resumed_from_step"] == 2
+    assert resumed["outer_steps"] == 6 and first["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert resumed["time_per_outer_step_s"] == round(resumed["train_runtime_s"] / 4, 3)  # 4 steps ran, not 6
