@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 from suites import ROOT, SHARED, SHARED_DATA, SHARED_MINILM, SUITES, Row, find_row, row_flags, row_names
+from transformers import TrainerState
+from transformers.trainer import TRAINER_STATE_NAME
 
 MINILM = str(SHARED_MINILM)
 OUT = Path("/tmp/hf_distill_benchmarks")
@@ -184,8 +186,8 @@ def run_one(name: str, extra: list[str], data_dir: Path | None, quick: bool, res
         record["outer_steps"] = args.max_steps
         resumed = 0  # a resumed run times only the steps after its checkpoint's
         if args.resume_from_checkpoint:
-            state = Path(args.resume_from_checkpoint) / "trainer_state.json"
-            resumed = record["resumed_from_step"] = json.loads(state.read_text())["global_step"]
+            state = TrainerState.load_from_json(str(Path(args.resume_from_checkpoint) / TRAINER_STATE_NAME))
+            resumed = record["resumed_from_step"] = state.global_step
         record["time_per_outer_step_s"] = round(steps["train_runtime"] / (args.max_steps - resumed), 3)
         previews = [str(output_dir / f) for f in ("preview.png", "preview.txt") if (output_dir / f).exists()]
         record["preview"] = previews[0] if previews else None
