@@ -111,6 +111,7 @@ def render_card(distilled, repo_id: str | None = None) -> DatasetCard:
         hyperparameters=[(k, config[k]) for k in HYPERPARAMETERS if config.get(k) is not None],
         random_truncation=config.get("random_truncation"),
         hf_distill_version=meta.get("hf_distill_version", __version__),
+        environment=meta.get("environment"),
         preview_lines=[" ".join(line.split(" ")[: PREVIEW_TOKENS + 2]) for line in distilled.preview_lines()]
         if distilled.modality == "text"
         else [],

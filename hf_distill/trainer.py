@@ -48,6 +48,21 @@ logger = logging.get_logger(__name__)
 TRUST_STATE_FILE = "trust_state.safetensors"  # in checkpoints of trust-aware runs
 
 
+def run_environment(accelerator) -> dict:
+    """What a set depends on beyond its seed and config: the same seed, thread count and kernels give the same set
+    bit for bit; another CPU kernel level or thread count rounds differently (docs/method.md, Reproducibility)."""
+    import transformers
+
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "device": accelerator.device.type,
+        "processes": accelerator.num_processes,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
+
+
 class DistillationDivergedError(RuntimeError):
     """The outer loss became NaN or infinite; the checkpoints written so far are kept."""
 
@@ -492,6 +507,7 @@ class DistillationTrainer(Trainer):
                 "inner_epochs": self.args.inner_epochs,
                 "metrics": self.eval_metrics,
                 "config": self.args.to_dict(),
+                "environment": run_environment(self.accelerator),
             },
         )
 

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import QUICK_FLAGS as QUICK
 
@@ -149,3 +150,9 @@ def test_same_seed_gives_the_same_figures_in_another_process(tmp_path, image_dat
 
     assert figures(metrics) == figures(metrics_again)
     assert weights == weights_again
+    # what the bit-for-bit promise depends on beyond the seed is recorded with the set and named on its card
+    environment = json.loads((tmp_path / "hash1" / "distillation.json").read_text())["environment"]
+    assert environment["torch"] == torch.__version__ and environment["device"] == "cpu"
+    assert environment["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    card = (tmp_path / "hash1" / "README.md").read_text()
+    assert f"{environment['torch_threads']} torch thread(s), CPU kernels {environment['cpu_capability']}" in card
