@@ -73,7 +73,7 @@ class Suite:
         return list(dict.fromkeys((r.dataset, r.learner_name) for r in self.rows if r.noise is None))
 
 
-# The settings of the objective comparison in docs/benchmarks.md (ConvNet, MNIST): 84-96 % there.
+# The settings of the objective comparison in docs/benchmarks-methods.md (ConvNet, MNIST): 84-96 % there.
 MATCHING = {
     "gradient_matching": ("--max_steps", "1000", "--per_device_train_batch_size", "256", "--learning_rate", "0.05"),
     "distribution_matching": (
@@ -104,7 +104,7 @@ NOISE = {
     "imdb": [("symmetric", 0.2), ("symmetric", 0.4)],
     "sst2": [("symmetric", 0.2), ("symmetric", 0.4)],
 }
-# MNIST's like-for-like setting in docs/benchmarks.md: learned step sizes bounded in every row (unbounded, they
+# MNIST's like-for-like setting in docs/benchmarks-noisy.md: learned step sizes bounded in every row (unbounded, they
 # diverged for some inits), and a trust round every 1,000 of the 8,000 outer steps in the trust-aware rows.
 NOISY_FLAGS = {"mnist": ("--max_step_size", "0.15")}
 TRUST_FLAGS = {"mnist": ("--trust_interval", "1000")}
@@ -174,7 +174,7 @@ SUITES = {
                 flags=NOISY_FLAGS.get(dataset, ()) + (TRUST_FLAGS.get(dataset, ()) if trust else ()),
             )
             # IMDB uses the fixed init: with random inits the TextCNN distils IMDB to chance (51.4 %, seed-s1), where
-            # noise has nothing left to take away (docs/benchmarks.md, IMDB)
+            # noise has nothing left to take away (docs/benchmarks-imdb.md)
             for dataset, per_class, init in (("mnist", 1, "random"), ("imdb", 10, "fixed"), ("sst2", 10, "random"))
             for noise, trust in ([(None, False)] + [(n, t) for n in NOISE[dataset] for t in (False, True)])
         ),

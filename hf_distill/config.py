@@ -60,7 +60,7 @@ class DistillationConfig(TrainingArguments):
         per_layer_step_sizes (`bool`, defaults to `False`): learn one step size per inner step *and* per weight
             tensor of the learner (`[steps, tensors]`, as MAML++'s per-layer per-step rates), instead of one per
             step, so that the set can move some layers faster than others. Unbounded, they can grow until the
-            unroll diverges (MNIST, docs/benchmarks.md); `max_step_size` bounds them too.
+            unroll diverges (MNIST, docs/benchmarks-mnist.md); `max_step_size` bounds them too.
         max_step_size (`float` or `None`): an upper bound on every learned step size (`None`: unbounded). Long
             unrolls turn chaotic once the learned step sizes grow too large; the bound keeps them below that.
         backprop_steps (`int` or `None`): back-propagate through only the last K inner steps (truncated BPTT);

@@ -26,8 +26,8 @@ MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 # MiniLM's token embeddings have a std of 0.056, so the synthetic sequences get a step size to match (the images' 0.03
 # is in units of the pixel std): at 0.01 the TREC-6 and SST-5 unrolls blew up (53.4 / 26.9 % against 80.2 / 36.3 %).
 _TEXT = {"learner": "textcnn", "embedding_model": MINILM, "learning_rate": 3e-4}
-# Tuned on MNIST/LeNet (docs/benchmarks.md): a larger real batch and slowly learned step sizes keep the unroll stable;
-# 8,000 outer steps take about 25 minutes on one CPU core.
+# Tuned on MNIST/LeNet (docs/benchmarks-mnist.md): a larger real batch and slowly learned step sizes keep the
+# unroll stable; 8,000 outer steps take about 25 minutes on one CPU core.
 _IMAGE = {
     "learner": "lenet",
     "max_steps": 8000,

@@ -107,7 +107,7 @@ class LeNet(_Learner):
     def _init_weights(self, module):
         # Xavier-normal weights and zero biases, as in the dataset-distillation reference code (Wang et al.'s
         # `--init xavier`, kept by Sucholutsky & Schonlau). The MNIST preset reaches 93.0 % (fixed) / 78.5 % (random)
-        # with it against 89.1 % / 75.3 % with PyTorch's default init (docs/benchmarks.md).
+        # with it against 89.1 % / 75.3 % with PyTorch's default init (docs/benchmarks-mnist.md).
         if isinstance(module, (nn.Linear, nn.Conv2d)):
             nn.init.xavier_normal_(module.weight)
             nn.init.zeros_(module.bias)

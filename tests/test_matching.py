@@ -132,7 +132,7 @@ def test_defaults_follow_the_method(tmp_path):
 
 def test_distribution_matching_trains_learners_on_hard_labels(tmp_path, image_data):
     """The labels it does not learn are the classes the examples were made for, exactly: smoothed ones (0.87 on the
-    class for AG News' four) cost 120 real AG News texts 3.4 points (78.6 → 75.2 %, docs/benchmarks.md)."""
+    class for AG News' four) cost 120 real AG News texts 3.4 points (78.6 → 75.2 %, docs/benchmarks.md, AG News)."""
     train, _ = image_data
     args = quick_config(tmp_path, distill_method="distribution_matching", synthetic_per_class=2, max_steps=2)
     trainer = DistillationTrainer(args=args, train_dataset=train, learner=build_learner("convnet", 4, image_size=8))
