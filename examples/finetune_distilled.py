@@ -53,7 +53,7 @@ def main(argv=None):
     trainer.train()
     trainer.save_model(cli.output_dir)
     classify = pipeline("text-classification", model=cli.output_dir)  # real text through the tokenizer, as usual
-    predictions = classify(cli.texts)
+    predictions = classify(cli.texts, truncation=True)  # texts longer than the model takes are cut, not refused
     for text, prediction in zip(cli.texts, predictions):
         print(f"{prediction['label']:>12}  {prediction['score']:.2f}  {text}")
     return predictions

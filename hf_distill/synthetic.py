@@ -26,7 +26,7 @@ PREVIEW_FILES = ("preview.png", "preview.txt")
 METADATA_KEYS = {  # what format 1.0 may hold in distillation.json beside the tensors' own entries
     "source_dataset", "source_revision", "num_source_examples", "label_noise", "learner", "learner_config",
     "learner_init", "learner_id", "learner_revision", "embedding_model", "embedding_revision", "image_mean",
-    "image_std", "inner_steps", "inner_epochs", "metrics", "config", "hf_distill_version",
+    "image_std", "inner_steps", "inner_epochs", "metrics", "config", "hf_distill_version", "environment",
 }  # fmt: skip
 LABEL_INIT_LOGIT = 3.0  # initial logit of an example's own class (soft label ~0.69 on it for 10 classes)
 FIXED_OTHER_LOGIT = -1e4  # fixed labels: the other classes' logit, whose softmax is exactly 0 in float32

@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,7 @@ def test_same_seed_gives_the_same_figures_in_another_process(tmp_path, image_dat
     assert environment["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     card = (tmp_path / "hash1" / "README.md").read_text()
     assert f"{environment['torch_threads']} torch thread(s), CPU kernels {environment['cpu_capability']}" in card
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a key the loader does not know would warn and be dropped
+        reloaded = DistilledDataset.load(tmp_path / "hash1")
+    assert reloaded.metadata["environment"] == environment  # kept through load, so a re-save or push keeps it
