@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT / "examples"))
 from finetune_distilled import main as finetune_and_classify  # noqa: E402
 
 from hf_distill import DistilledDataset  # noqa: E402
-from hf_distill.data import find_preset, label_names_of, load_raw  # noqa: E402
+from hf_distill.data import eval_subset, find_preset, label_names_of, load_raw  # noqa: E402
 
 
 def main() -> None:
@@ -36,14 +36,15 @@ def main() -> None:
     args = parser.parse_args()
 
     test = load_raw(args.dataset)["test"]
-    if args.eval_max_samples:  # the subset load_real_data takes for the same flag
-        test = test.shuffle(seed=42).select(range(min(args.eval_max_samples, len(test))))
+    if args.eval_max_samples:
+        test = eval_subset(test, args.eval_max_samples)
     preset = find_preset(args.dataset)
     text_column = preset.input_columns[0] if preset else "text"
     label_column = preset.label_column if preset else "label"
     names = label_names_of(test, label_column)
-    if names != DistilledDataset.load(args.distilled).label_names:
-        raise SystemExit(f"{args.dataset} has labels {names}; the set has other ones.")
+    set_names = DistilledDataset.load(args.distilled).label_names
+    if names != set_names:
+        raise SystemExit(f"{args.dataset} has labels {names}, but {args.distilled} has {set_names}.")
 
     start = time.perf_counter()
     flags = ["--output_dir", args.output_dir, "--epochs", str(args.epochs), "--learning_rate", str(args.learning_rate)]

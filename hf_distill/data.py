@@ -248,6 +248,11 @@ class RealData:
     validation: Dataset | None = None  # held out of the training split (`validation_size`), noisy labels and all
 
 
+def eval_subset(evaluation: Dataset, max_samples: int) -> Dataset:
+    """The fixed evaluation subset `eval_max_samples` selects: the same examples in every run and script."""
+    return evaluation.shuffle(seed=42).select(range(min(max_samples, len(evaluation))))
+
+
 def load_real_data(
     data_args: DataArguments, tokenizer=None, image_mean=None, image_std=None, seed: int = 42
 ) -> RealData:
@@ -303,7 +308,7 @@ def load_real_data(
     if data_args.max_train_samples:
         train = train.shuffle(seed=seed).select(range(min(data_args.max_train_samples, len(train))))
     if data_args.eval_max_samples:
-        evaluation = evaluation.shuffle(seed=42).select(range(min(data_args.eval_max_samples, len(evaluation))))
+        evaluation = eval_subset(evaluation, data_args.eval_max_samples)
     if data_args.validation_size is not None and data_args.validation_size >= len(train):
         raise ValueError(
             f"validation_size={data_args.validation_size} leaves nothing to distil from: split "
