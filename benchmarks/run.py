@@ -5,6 +5,7 @@
     python benchmarks/run.py seed-s1/trec6-textcnn-1pc-fixed         # one row of a suite
     python benchmarks/run.py mnist-fixed [hf-distill flags]          # a named single benchmark (issues 2-6)
     python benchmarks/run.py imdb-random-full-data   # the ceiling: the same learner trained on all the data
+    python benchmarks/run.py imdb-minilm-full-data --resume_from_checkpoint DIR/checkpoint-N  # ceilings resume too
     accelerate launch --multi_gpu --num_processes 2 benchmarks/run.py digits-demo  # data-parallel, CPU or GPU
     python benchmarks/run.py images --launch "accelerate launch --multi_gpu --num_processes 8"  # each row so
 
@@ -27,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+from ceiling import full_data
 from suites import ROOT, SHARED, SHARED_DATA, SHARED_MINILM, SUITES, Row, find_row, row_flags, row_names
 from transformers import TrainerState
 from transformers.trainer import TRAINER_STATE_NAME
@@ -79,57 +81,6 @@ def versions() -> dict:
     }
 
 
-def full_data(argv: list[str], epochs: int = 2) -> dict:
-    """Train the run's learner on its whole training split with Adam: the full-data ceiling. A pretrained learner
-    (fresh head) is fine-tuned as usual instead: AdamW at 5e-5."""
-    from torch.utils.data import DataLoader
-    from transformers import default_data_collator
-
-    from hf_distill.cli import parse_args
-    from hf_distill.data import load_input_embeddings, load_real_data
-    from hf_distill.evaluation import accuracy, predict
-    from hf_distill.learners import adam_learning_rate, build_learner, is_pretrained_learner, load_pretrained_learner
-
-    data_args, args = parse_args(argv)
-    embeddings = tokenizer = None
-    if args.embedding_model:
-        embeddings, tokenizer = load_input_embeddings(args.embedding_model)
-    data = load_real_data(data_args, tokenizer=tokenizer, image_mean=args.image_mean, image_std=args.image_std)
-    torch.manual_seed(args.seed)
-    first = data.train[0]
-    shape = (
-        {"hidden_size": embeddings.shape[1]}
-        if embeddings is not None
-        else {"num_channels": first["pixel_values"].shape[0], "image_size": first["pixel_values"].shape[-1]}
-    )
-    pretrained = is_pretrained_learner(args.learner)
-    if pretrained:
-        learner = load_pretrained_learner(args.learner, data.label_names)
-    else:
-        learner = build_learner(args.learner, len(data.label_names), **shape)
-
-    def batches(ds, shuffle):
-        for b in DataLoader(ds, batch_size=64, shuffle=shuffle, collate_fn=default_data_collator):
-            if embeddings is None:
-                yield b["pixel_values"], None, b["labels"]
-            else:
-                yield torch.nn.functional.embedding(b["input_ids"], embeddings), b["attention_mask"], b["labels"]
-
-    optimizer = (torch.optim.AdamW if pretrained else torch.optim.Adam)(
-        learner.parameters(), adam_learning_rate(learner)
-    )
-    learner.train()
-    for _ in range(epochs):
-        for x, mask, y in batches(data.train, True):
-            kwargs = {"pixel_values": x} if mask is None else {"inputs_embeds": x, "attention_mask": mask}
-            optimizer.zero_grad()
-            learner(**kwargs, labels=y).loss.backward()
-            optimizer.step()
-    learner.eval()
-    params = dict(learner.named_parameters())
-    return {"eval_full_data_accuracy": accuracy(predict(learner, params, batches(data.eval, False)))["accuracy"]}
-
-
 def describe(name: str, data_dir: Path | None, quick: bool) -> tuple[list[str], dict]:
     """The hf-distill flags of a benchmark or suite row, and what its record says about it."""
     if "/" not in name:
@@ -152,8 +103,8 @@ def run_one(name: str, extra: list[str], data_dir: Path | None, quick: bool, res
     flags, meta = describe(name, located, quick)
     start = time.time()
     output_dir = OUT / (name + ("-quick" if quick else ""))
-    if name.endswith("-full-data"):
-        metrics = full_data(flags + extra, epochs=1 if quick else 2)
+    if name.endswith("-full-data"):  # checkpoints (if any) go to output_dir unless extra flags name another
+        metrics = full_data(flags + ["--output_dir", str(output_dir)] + extra, epochs=1 if quick else 2)
         steps = None
     else:
         argv = flags + ["--output_dir", str(output_dir), "--disable_tqdm", "true"] + extra

@@ -197,3 +197,22 @@ def test_a_resumed_run_times_only_its_own_steps(tmp_path):
     assert "resumed_from_step" not in first and resumed["resumed_from_step"] == 2
     assert resumed["outer_steps"] == 6 and first["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert resumed["time_per_outer_step_s"] == round(resumed["train_runtime_s"] / 4, 3)  # 4 steps ran, not 6
+
+
+def test_a_resumed_ceiling_ends_where_an_uninterrupted_one_does(tmp_path):
+    from safetensors.torch import load_file
+
+    results = tmp_path / "results.jsonl"
+    run = [sys.executable, BENCHMARKS / "run.py", "digits-demo-full-data", "--results", results, "--save_steps", "10"]
+    subprocess.run([*run, "--output_dir", tmp_path / "a"], check=True, capture_output=True)
+    assert sorted(int(p.name.split("-")[1]) for p in (tmp_path / "a").iterdir()) == [10, 20, 23, 30, 40, 46]
+    resume = ["--resume_from_checkpoint", tmp_path / "a" / "checkpoint-20", "--output_dir", tmp_path / "b"]
+    subprocess.run([*run, *resume, "--save_total_limit", "1"], check=True, capture_output=True)
+    assert [p.name for p in (tmp_path / "b").iterdir()] == ["checkpoint-46"]  # mid-epoch 1, across its evaluation
+    whole, resumed = report.load(results)
+    assert len(whole["eval_full_data_accuracy_by_epoch"]) == 2
+    assert resumed["eval_full_data_accuracy_by_epoch"] == whole["eval_full_data_accuracy_by_epoch"]
+    a, b = (load_file(tmp_path / d / "checkpoint-46" / "model.safetensors") for d in "ab")
+    assert all(a[k].equal(b[k]) for k in a)
+    done = subprocess.run([*run, "--resume_from_checkpoint", tmp_path], capture_output=True, text=True)
+    assert done.returncode != 0 and "not a ceiling checkpoint" in done.stderr
