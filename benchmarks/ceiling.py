@@ -28,7 +28,9 @@ def full_data(argv: list[str], epochs: int = 2) -> dict:
 
     data_args, args = parse_args(argv)
     resume = Path(args.resume_from_checkpoint) if args.resume_from_checkpoint else None
-    if resume is not None and not (resume / STATE).is_file():  # before the data and the model load
+    if resume is not None and not resume.is_dir():  # before the data and the model load
+        raise FileNotFoundError(f"--resume_from_checkpoint {resume} does not exist")
+    if resume is not None and not (resume / STATE).is_file():
         raise FileNotFoundError(f"--resume_from_checkpoint {resume} has no {STATE}: not a ceiling checkpoint")
     data, embeddings, learner = _setup(data_args, args)
     adam = torch.optim.AdamW if is_pretrained_learner(args.learner) else torch.optim.Adam
