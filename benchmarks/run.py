@@ -18,7 +18,6 @@ the suites' records into docs/benchmarks.md.
 import argparse
 import json
 import os
-import platform
 import resource
 import shlex
 import subprocess
@@ -53,13 +52,11 @@ BENCHMARKS = {
 
 
 def device() -> str:
+    from hf_distill.environment import device_name
+
     if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-        platform.processor(),
-    )
-    return f"CPU: {cpu}, {torch.get_num_threads()} threads"
+        return device_name("cuda")
+    return f"CPU: {device_name()}, {torch.get_num_threads()} threads"
 
 
 def launcher() -> str:

@@ -22,6 +22,7 @@ from transformers.utils.hub import PushInProgress
 from .checks import check_setup
 from .config import DistillationConfig
 from .data import TensorRows, label_names_of, load_input_embeddings
+from .environment import run_environment
 from .evaluation import accuracy, predict, summarize, train_on_batches, train_on_set
 from .hub import check_repo_id, check_token
 from .learners import (
@@ -46,21 +47,6 @@ from .synthetic import DistilledDataset, SyntheticSet, initial_label_logits, nea
 logger = logging.get_logger(__name__)
 
 TRUST_STATE_FILE = "trust_state.safetensors"  # in checkpoints of trust-aware runs
-
-
-def run_environment(accelerator) -> dict:
-    """What a set depends on beyond its seed and config: the same seed, thread count and kernels give the same set
-    bit for bit; another CPU kernel level or thread count rounds differently (docs/method.md, Reproducibility)."""
-    import transformers
-
-    return {
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "device": accelerator.device.type,
-        "processes": accelerator.num_processes,
-        "torch_threads": torch.get_num_threads(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-    }
 
 
 class DistillationDivergedError(RuntimeError):

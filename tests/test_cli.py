@@ -12,6 +12,7 @@ from conftest import QUICK_FLAGS as QUICK
 
 from hf_distill import DistilledDataset
 from hf_distill.cli import main, parse_args
+from hf_distill.environment import device_name
 
 
 def test_distill_writes_set_and_eval_results(tmp_path, image_dataset_dir, capsys):
@@ -155,7 +156,9 @@ def test_same_seed_gives_the_same_figures_in_another_process(tmp_path, image_dat
     environment = json.loads((tmp_path / "hash1" / "distillation.json").read_text())["environment"]
     assert environment["torch"] == torch.__version__ and environment["device"] == "cpu"
     assert environment["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert environment["device_name"] == device_name() != ""  # the CPU model: another one rounds differently
     card = (tmp_path / "hash1" / "README.md").read_text()
+    assert f"on cpu ({environment['device_name']})" in card
     assert f"{environment['torch_threads']} torch thread(s), CPU kernels {environment['cpu_capability']}" in card
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a key the loader does not know would warn and be dropped
