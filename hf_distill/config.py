@@ -86,6 +86,10 @@ class DistillationConfig(TrainingArguments):
             synthetic set (`synthetic`, as in evaluation: cheaper, but weaker learners make a less precise split).
         trust_real_epochs (`float`, defaults to `1.0`): passes over the trusted real examples of a scoring learner
             (`trust_learners="real"`).
+        trust_keep_fraction (`float` or `None`): trust this share of each class, the examples with the smallest
+            losses, instead of the Gaussian mixture's low-loss component. With clean labels, `trust_aware=True`,
+            `trust_recalibrate=False` and a fraction below 1, it distils from the easiest examples only (loss-value
+            pruning, as in Moser et al. 2024, *Distill the Best, Ignore the Rest*).
 
         > Text
 
@@ -204,6 +208,10 @@ class DistillationConfig(TrainingArguments):
         default=1.0,
         metadata={"help": "Passes over the trusted real examples of a scoring learner (trust_learners=real)."},
     )
+    trust_keep_fraction: float | None = field(
+        default=None,
+        metadata={"help": "Trust this share of each class (smallest losses) instead of the Gaussian mixture's split."},
+    )
 
     # Text
     embedding_model: str | None = field(
@@ -304,6 +312,8 @@ class DistillationConfig(TrainingArguments):
                 "trust_interval and trust_models must be >= 1 and trust_real_epochs > 0 (got "
                 f"{self.trust_interval}, {self.trust_models}, {self.trust_real_epochs})."
             )
+        if self.trust_keep_fraction is not None and not 0 < self.trust_keep_fraction <= 1:
+            raise ValueError(f"trust_keep_fraction must be in (0, 1] (got {self.trust_keep_fraction}).")
         if self.num_eval_models < 1:
             raise ValueError(f"num_eval_models must be >= 1 (got {self.num_eval_models}).")
         if self.push_to_hub and self.hub_strategy not in ("every_save", "end"):

@@ -324,6 +324,7 @@ class DistillationTrainer(Trainer):
             self.clean_labels,
             self.args.seed,
             self.args.trust_recalibrate,
+            self.args.trust_keep_fraction,
         )
         logs["seconds"] = round(time.perf_counter() - start, 2)  # what trust-awareness costs, round by round
         logs["total_seconds"] = round(self.trust_logs.get("total_seconds", 0.0) + logs["seconds"], 2)  # and in all

@@ -125,6 +125,14 @@ def test_small_loss_split_keeps_the_low_loss_mode_of_each_class():
     assert (trusted == ~noisy).mean() > 0.97
 
 
+def test_keep_fraction_trusts_that_share_of_each_class_with_the_smallest_losses():
+    labels = np.array([0] * 10 + [1] * 4)
+    losses = np.concatenate([np.arange(10.0)[::-1], [0.3, 0.1, 0.4, 0.2]])  # class 0: rows 9, 8, ... lowest
+    trusted = small_loss_split(losses, labels, 2, keep_fraction=0.3)
+    assert trusted.sum() == 3 + 1
+    assert set(np.flatnonzero(trusted)) == {9, 8, 7, 11}
+
+
 def test_trust_aware_needs_two_examples_per_class(tmp_path):
     train = pixel_dataset(np.zeros((5, 1, 8, 8), np.float32), [0, 0, 1, 1, 2], ["a", "b", "c"], [0.0], [1.0])
     with pytest.raises(ValueError, match="at least two real examples per class.*'c' has 1"):
@@ -142,3 +150,5 @@ def test_trust_options_are_checked(tmp_path):
         DistillationConfig(output_dir=str(tmp_path), trust_aware=True, trust_untrusted="keep")
     with pytest.raises(ValueError, match="trust_learners must be 'synthetic' or 'real'"):
         DistillationConfig(output_dir=str(tmp_path), trust_aware=True, trust_learners="experts")
+    with pytest.raises(ValueError, match=r"trust_keep_fraction must be in \(0, 1\] \(got 0.0\)"):
+        DistillationConfig(output_dir=str(tmp_path), trust_aware=True, trust_keep_fraction=0.0)

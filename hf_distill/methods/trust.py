@@ -7,7 +7,8 @@ One round (`trust_round`), every `trust_interval` outer steps:
 1. score every real training example by its loss (against its current label) under a few learners trained on the
    current synthetic set, and embed it with their penultimate features;
 2. outer loop: per class, fit a two-component Gaussian mixture (scikit-learn) on those losses; the examples more
-   likely under the low-loss component are trusted (the small-loss criterion);
+   likely under the low-loss component are trusted (the small-loss criterion), or, with a `keep_fraction`, that
+   share of the class with the smallest losses;
 3. inner loop (recalibration): anchor each class at the mean feature of its trusted examples; an untrusted example is
    reliable when the learners' predicted class is also the class nearest in Mahalanobis distance (shared covariance
    of the trusted features) and most similar in cosine, and its distance is within what trusted examples show for
@@ -52,13 +53,20 @@ class TrustState:
         return cls(labels=tensors["labels"], trusted=tensors["trusted"], predicted=tensors.get("predicted"))
 
 
-def small_loss_split(losses: np.ndarray, labels: np.ndarray, num_labels: int, seed: int = 0) -> np.ndarray:
-    """Trusted mask: per class, the examples a 2-component GMM on their losses assigns to the low-loss component."""
+def small_loss_split(
+    losses: np.ndarray, labels: np.ndarray, num_labels: int, seed: int = 0, keep_fraction: float | None = None
+) -> np.ndarray:
+    """Trusted mask: per class, the examples a 2-component GMM on their losses assigns to the low-loss component, or
+    (`keep_fraction`) that share of the class with the smallest losses."""
     from sklearn.mixture import GaussianMixture  # here: scikit-learn costs every process ~1.5 s to import
 
     trusted = np.zeros(len(losses), dtype=bool)
     for c in range(num_labels):
         rows = np.flatnonzero(labels == c)
+        if keep_fraction is not None:
+            keep = max(1, round(keep_fraction * len(rows))) if len(rows) else 0
+            trusted[rows[np.argsort(losses[rows], kind="stable")[:keep]]] = True
+            continue
         if len(rows) < 2:
             trusted[rows] = True
             continue
@@ -114,12 +122,13 @@ def trust_round(
     clean_labels=None,
     seed: int = 0,
     recalibrate: bool = True,
+    keep_fraction: float | None = None,
 ):
     """Update `state` in place from one scoring of the real data (`probs`: the learners' mean predicted
     distributions); returns what to log."""
     labels = state.labels.numpy()
     predicted = probs.argmax(1)
-    trusted = small_loss_split(losses, labels, num_labels, seed)
+    trusted = small_loss_split(losses, labels, num_labels, seed, keep_fraction)
     moved = np.zeros_like(trusted)
     if recalibrate:
         moved = reliable_relabels(features, predicted, labels, trusted)
