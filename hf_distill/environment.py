@@ -6,9 +6,12 @@ import torch
 
 
 def device_name(device_type: str = "cpu") -> str:
-    """The model of the device a run computes on: the GPU's name, or the CPU's as the OS reports it."""
+    """The model of the device a run computes on: a CUDA GPU's name, the CPU's as the OS reports it, or else the
+    device type itself (mps, xpu, ...)."""
     if device_type == "cuda" and torch.cuda.is_available():
         return torch.cuda.get_device_name()
+    if device_type != "cpu":
+        return device_type
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:
