@@ -64,7 +64,7 @@ def small_loss_split(
     for c in range(num_labels):
         rows = np.flatnonzero(labels == c)
         if keep_fraction is not None:
-            keep = max(1, round(keep_fraction * len(rows))) if len(rows) else 0
+            keep = max(1, round(keep_fraction * len(rows)))  # an empty class slices to nothing
             trusted[rows[np.argsort(losses[rows], kind="stable")[:keep]]] = True
             continue
         if len(rows) < 2:
