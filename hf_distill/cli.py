@@ -9,6 +9,7 @@ from transformers import HfArgumentParser
 
 from .config import DistillationConfig
 from .data import DataArguments, find_preset, hub_revision, load_input_embeddings, load_real_data
+from .environment import use_portable_cpu_kernels
 from .learners import check_pretrained_modality, is_pretrained_learner
 from .synthetic import DistilledDataset
 from .trainer import DistillationTrainer
@@ -53,6 +54,8 @@ def parse_args(argv: list[str]) -> tuple[DataArguments, DistillationConfig]:
 
 def distill(argv: list[str]) -> dict:
     data_args, args = parse_args(argv)
+    if args.full_determinism:  # before torch's first CPU operation fixes its kernels (see use_portable_cpu_kernels)
+        use_portable_cpu_kernels()
     # Everything that can be wrong with the input fails here, before training and before output_dir is touched.
     if args.load_best_model_at_end and data_args.validation_size is None:
         raise ValueError(

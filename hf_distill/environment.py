@@ -1,8 +1,15 @@
 """What a distilled set's exact numbers depend on beyond its seed and config (docs/method.md, *Reproducibility*)."""
 
+import os
 import platform
 
 import torch
+
+# What makes CPU results independent of the CPU model: MKL's conditional numerical reproducibility (the same code
+# path on every x86-64 CPU), ATen's kernels without vector instructions, and oneDNN (whose convolutions pick code by
+# CPU) switched off so that convolutions go through ATen and MKL. Both variables are read once: ATen's at its first
+# operation, MKL's at its first call.
+PORTABLE_CPU_ENV = {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "default"}
 
 
 def device_name(device_type: str = "cpu") -> str:
@@ -22,9 +29,27 @@ def device_name(device_type: str = "cpu") -> str:
     return platform.processor() or platform.machine()
 
 
+def use_portable_cpu_kernels() -> bool:
+    """Switch to kernels that round alike on every x86-64 CPU model (about 1.5 times slower for LeNet); returns
+    whether they are in effect. Call it before torch's first operation: the CLI does, for `--full_determinism`."""
+    os.environ.update(PORTABLE_CPU_ENV)
+    torch.backends.mkldnn.enabled = False
+    return portable_cpu_kernels()
+
+
+def portable_cpu_kernels() -> bool:
+    """Whether this process computes on the CPU with the kernels of `use_portable_cpu_kernels`."""
+    return (
+        os.environ.get("MKL_CBWR") == "COMPATIBLE"
+        and torch.backends.cpu.get_cpu_capability() == "DEFAULT"
+        and not torch.backends.mkldnn.enabled
+    )
+
+
 def run_environment(accelerator) -> dict:
     """The same seed, thread count and kernels on the same CPU model give the same set bit for bit; another CPU
-    model, kernel level or thread count rounds differently, and an unrolled fixed-init run magnifies that."""
+    model, kernel level or thread count rounds differently, and an unrolled fixed-init run magnifies that, unless
+    the run used portable CPU kernels (then only the thread count and the versions must match)."""
     import transformers
 
     return {
@@ -35,4 +60,5 @@ def run_environment(accelerator) -> dict:
         "processes": accelerator.num_processes,
         "torch_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "portable_cpu_kernels": portable_cpu_kernels(),
     }

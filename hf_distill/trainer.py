@@ -22,7 +22,7 @@ from transformers.utils.hub import PushInProgress
 from .checks import check_setup
 from .config import DistillationConfig
 from .data import TensorRows, label_names_of, load_input_embeddings
-from .environment import run_environment
+from .environment import run_environment, use_portable_cpu_kernels
 from .evaluation import accuracy, predict, summarize, train_on_batches, train_on_set
 from .hub import check_repo_id, check_token
 from .learners import (
@@ -96,6 +96,12 @@ class DistillationTrainer(Trainer):
     ):
         # Args
         args = args if args is not None else DistillationConfig()
+        if args.full_determinism and args.device.type == "cpu" and not use_portable_cpu_kernels():
+            logger.warning(
+                "full_determinism: torch's CPU kernels were fixed before the trainer was built, so this run repeats "
+                "bit for bit on the same CPU model only. For any x86-64 CPU, start Python with "
+                "MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default (hf-distill distill --full_determinism does)."
+            )
         if train_dataset is None:
             raise ValueError("DistillationTrainer needs a train_dataset of real examples to distil.")
         columns = train_dataset.column_names

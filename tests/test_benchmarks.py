@@ -40,6 +40,14 @@ def test_render_shows_latest_figure_beside_baselines_and_published():
     assert "--max_steps 9" in md  # a row run with other flags shows its command
 
 
+def test_device_line_names_the_kernels_and_whether_they_were_portable():
+    (record, _) = [r for r in report.load(RESULTS) if r.get("row") == "mnist-lenet-1pc-fixed" and r["mode"] == "full"]
+    own = {**record, "cpu_capability": "AVX512"}
+    portable = {**record, "cpu_capability": "DEFAULT", "portable_cpu_kernels": True}
+    assert f"{record['device']} (AVX512 kernels) × 1 process(es)" in report.render([own])
+    assert f"{record['device']} (portable DEFAULT kernels) × 1 process(es)" in report.render([portable])
+
+
 def test_row_figure_prefers_its_own_command_and_runs_count_its_repeats():
     records = report.load(RESULTS)
     first, second = [r for r in records if r.get("row") == "mnist-lenet-1pc-fixed" and r["mode"] == "full"]

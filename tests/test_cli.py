@@ -1,5 +1,6 @@
 import json
 import os
+import platform
 import subprocess
 import sys
 import warnings
@@ -164,3 +165,23 @@ def test_same_seed_gives_the_same_figures_in_another_process(tmp_path, image_dat
         warnings.simplefilter("error")  # a key the loader does not know would warn and be dropped
         reloaded = DistilledDataset.load(tmp_path / "hash1")
     assert reloaded.metadata["environment"] == environment  # kept through load, so a re-save or push keeps it
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="MKL's compatible mode is x86-64's")
+def test_full_determinism_gives_the_same_set_whatever_the_kernels_the_cpu_offers(tmp_path, image_dataset_dir):
+    # --full_determinism switches to kernels that round alike on every x86-64 CPU; another CPU is simulated here by
+    # asking torch and MKL for other instruction sets, which without it give other rounding (docs/method.md)
+    flags = ["--learner", "convnet", "--learner_init", "fixed", "--full_determinism", "true", *QUICK]
+    sets = []
+    for name, kernels in (("avx2", {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}), ("own", {})):
+        out = tmp_path / name
+        env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR")} | kernels
+        argv = [sys.executable, "-m", "hf_distill", "distill", "--dataset", image_dataset_dir, "--output_dir", out]
+        done = subprocess.run([*argv, *flags], capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "full_determinism: torch's CPU kernels were fixed" not in done.stderr
+        sets.append((out / "model.safetensors").read_bytes())
+        environment = json.loads((out / "distillation.json").read_text())["environment"]
+        assert environment["portable_cpu_kernels"] is True and environment["cpu_capability"] == "DEFAULT"
+        assert "portable (`full_determinism=True`" in (out / "README.md").read_text()
+    assert sets[0] == sets[1]

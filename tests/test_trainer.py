@@ -1,4 +1,9 @@
 import math
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +14,7 @@ from safetensors.torch import load_file
 import hf_distill.trainer
 from hf_distill import DistillationDivergedError, DistillationTrainer, DistilledDataset, build_learner, load_real_data
 from hf_distill.data import DataArguments, pixel_dataset
+from hf_distill.environment import PORTABLE_CPU_ENV
 
 
 def small_convnet(num_labels=4):
@@ -306,3 +312,31 @@ def test_real_mnist_smoke(tmp_path):
     trainer.save_model()
     assert trainer.model.inputs.shape == (10, 1, 28, 28) and 0.0 <= metrics["eval_accuracy"] <= 1.0
     assert (tmp_path / "out" / "preview.png").is_file()
+
+
+PORTABLE_SCRIPT = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+from conftest import quick_config, toy_images
+from hf_distill import DistillationTrainer, build_learner
+from hf_distill.data import pixel_dataset
+from hf_distill.environment import portable_cpu_kernels
+from pathlib import Path
+train = pixel_dataset(*toy_images(n_per_class=5), [f"c{{i}}" for i in range(4)], [0.0], [1.0])
+learner = build_learner("convnet", 4, image_size=8, width=8)
+DistillationTrainer(args=quick_config(Path({out!r}), full_determinism=True), train_dataset=train, learner=learner)
+print("portable", portable_cpu_kernels(), "onednn", torch.backends.mkldnn.enabled)
+"""
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="MKL's compatible mode is x86-64's")
+@pytest.mark.parametrize("env_first", [False, True])
+def test_full_determinism_on_cpu_warns_when_the_kernels_are_already_fixed(tmp_path, env_first):
+    # ATen fixes its kernel level at torch's first operation (building the toy data here), so only variables set
+    # before Python starts make a Trainer-API run portable; the trainer says so rather than recording a false promise
+    script = PORTABLE_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path))
+    env = {k: v for k, v in os.environ.items() if k not in PORTABLE_CPU_ENV} | (PORTABLE_CPU_ENV if env_first else {})
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"portable {env_first} onednn False" in done.stdout
+    assert ("torch's CPU kernels were fixed before the trainer was built" in done.stderr) is not env_first
