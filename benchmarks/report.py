@@ -55,10 +55,21 @@ def runs_of(records: list[dict], suite: Suite, mode: str) -> dict[str, list[dict
 
 
 def _is_plain(record: dict) -> bool:
-    """Whether a record is of its row's own command (`run.py SUITE/ROW`, and `--quick` in quick mode)."""
+    """Whether a record is of its row's own command (`run.py SUITE/ROW`, and `--quick` in quick mode), counting flags
+    that only repeat the row's own (`--full_determinism true` where the row has it) as no change."""
     words = _settings(record)
     flags = words[next((i + 1 for i, w in enumerate(words) if w.endswith("run.py")), len(words)) :]
-    return flags == [f"{record['suite']}/{record['row']}"] + (["--quick"] if record["mode"] == "quick" else [])
+    own = [f"{record['suite']}/{record['row']}"] + (["--quick"] if record["mode"] == "quick" else [])
+    row = next((r for r in SUITES[record["suite"]].rows if r.name == record["row"]), None)
+    row_pairs = set(zip(row.flags[::2], row.flags[1::2])) if row is not None else set()
+    extra = flags[len(own) :]
+    repeats = len(extra) % 2 == 0 and all(pair in row_pairs for pair in zip(extra[::2], extra[1::2]))
+    return flags[: len(own)] == own and repeats
+
+
+def _command(record: dict) -> list[str]:
+    """What a record ran, for counting repeats: the row's own command however its flags were spelt, else its words."""
+    return ["own command"] if _is_plain(record) else _settings(record)
 
 
 def _pct(value: float | None, std: float | None = None) -> str:
@@ -90,7 +101,7 @@ def _row_cells(suite: Suite, row, runs: list[dict], full: dict | None, preview: 
     versus = "—"
     if acc is not None and row.published is not None:
         versus = f"{100 * acc - row.published:+.1f}"
-    same = [r for r in runs if _settings(r) == _settings(last)]  # repeats of the figure's own command
+    same = [r for r in runs if _command(r) == _command(last)]  # repeats of the figure's own command
     repeats = str(len(same))
     if len(same) > 1:
         means = [100 * r["eval_accuracy"] for r in same]
@@ -155,8 +166,9 @@ def render(records: list[dict], mode: str = "full", previews: dict | None = None
     suite's plot where `figures` names one (suite name → image path relative to the doc)."""
     intro = (
         "Every row is `python benchmarks/run.py SUITE/ROW` (or the whole `SUITE`), the latest record of that command "
-        f"in benchmarks/results.jsonl in {mode} mode (the latest with other flags where there is none); **runs** "
-        "counts the records of the same command and the spread of their means (points). Accuracy is the mean ± std "
+        f"in benchmarks/results.jsonl in {mode} mode (the latest with other flags where there is none; flags that "
+        "repeat the row's own are no change); **runs** counts the records of the same command and the spread of "
+        "their means (points). Accuracy is the mean ± std "
         "over the fresh learners in brackets; *random subset* is a same-size real subset with the same protocol; "
         "*full data* is the same learner trained on the whole training split (Adam, 2 epochs; 1 in quick mode). Rows "
         "that say *not run* have no record yet."

@@ -60,6 +60,18 @@ def test_row_figure_prefers_its_own_command_and_runs_count_its_repeats():
     assert (cells[4], cells[-2]) == ("**50.0 ± 0.0 %** (10)", "1")  # unless it is the only record
 
 
+def test_a_flag_that_repeats_the_rows_own_is_the_rows_command():
+    (first, second) = [
+        r for r in report.load(RESULTS) if r.get("row") == "mnist-lenet-1pc-fixed" and r["mode"] == "full"
+    ]
+    assert ("--full_determinism", "true") == suites.find_row("seed-s1/mnist-lenet-1pc-fixed")[1].flags
+    repeated = {**second, "command": second["command"] + " --full_determinism true"}
+    other = {**second, "command": second["command"] + " --full_determinism false", "eval_accuracy": 0.5}
+    assert table_row(report.render([first, repeated]), "mnist-lenet-1pc-fixed")[-2] == "2 (spread 0.4)"
+    cells = table_row(report.render([first, repeated, other]), "mnist-lenet-1pc-fixed")
+    assert (cells[4], cells[-2]) == ("**95.5 ± 0.0 %** (10)", "2 (spread 0.4)")  # another value is another command
+
+
 def test_a_run_with_another_method_or_start_is_not_the_rows_figure():
     (first, _) = [r for r in report.load(RESULTS) if r.get("row") == "mnist-lenet-1pc-fixed" and r["mode"] == "full"]
     flags = " --distill_method distribution_matching"
