@@ -121,7 +121,7 @@ def run_one(name: str, extra: list[str], data_dir: Path | None, quick: bool, res
         "device": device(),
         # the vector instructions torch's CPU kernels use: another level rounds differently, and chaotic runs diverge
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "portable_cpu_kernels": portable_cpu_kernels(),  # --full_determinism: the same rounding on any x86-64 CPU
+        "portable_cpu_kernels": portable_cpu_kernels(),  # --full_determinism: meant to round alike on any x86-64 CPU
         "processes": int(os.environ.get("WORLD_SIZE", "1")),  # under accelerate launch / torchrun
         "versions": versions(),
         "date": time.strftime("%Y-%m-%d"),

@@ -101,7 +101,7 @@ def _matching(dataset: str, method: str, published: dict[int, float] | None = No
 
 # An unrolled fixed-init run is chaotic: rounding sends it down another path, and each CPU model rounds its own way
 # unless the kernels are portable (--full_determinism on a CPU, docs/method.md *Reproducibility*). The MNIST rows
-# use them so that their figures repeat on other machines; the text rows' records predate them.
+# use them so that their figures are meant to repeat on other machines; the text rows' records predate them.
 PORTABLE = ("--full_determinism", "true")
 
 NOISE = {

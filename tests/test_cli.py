@@ -13,7 +13,7 @@ from conftest import QUICK_FLAGS as QUICK
 
 from hf_distill import DistilledDataset
 from hf_distill.cli import main, parse_args
-from hf_distill.environment import device_name
+from hf_distill.environment import PORTABLE_CPU_ENV, device_name
 
 
 def test_distill_writes_set_and_eval_results(tmp_path, image_dataset_dir, capsys):
@@ -169,13 +169,13 @@ def test_same_seed_gives_the_same_figures_in_another_process(tmp_path, image_dat
 
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="MKL's compatible mode is x86-64's")
 def test_full_determinism_gives_the_same_set_whatever_the_kernels_the_cpu_offers(tmp_path, image_dataset_dir):
-    # --full_determinism switches to kernels that round alike on every x86-64 CPU; another CPU is simulated here by
+    # --full_determinism switches to kernels meant to round alike on every x86-64 CPU; another CPU is simulated here by
     # asking torch and MKL for other instruction sets, which without it give other rounding (docs/method.md)
     flags = ["--learner", "convnet", "--learner_init", "fixed", "--full_determinism", "true", *QUICK]
     sets = []
     for name, kernels in (("avx2", {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}), ("own", {})):
         out = tmp_path / name
-        env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR")} | kernels
+        env = {k: v for k, v in os.environ.items() if k not in PORTABLE_CPU_ENV} | kernels
         argv = [sys.executable, "-m", "hf_distill", "distill", "--dataset", image_dataset_dir, "--output_dir", out]
         done = subprocess.run([*argv, *flags], capture_output=True, text=True, env=env)
         assert done.returncode == 0, done.stderr[-2000:]
