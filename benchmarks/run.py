@@ -95,7 +95,7 @@ def describe(name: str, data_dir: Path | None, quick: bool) -> tuple[list[str], 
 
 def run_one(name: str, extra: list[str], data_dir: Path | None, quick: bool, results: Path) -> None:
     from hf_distill.cli import distill, parse_args
-    from hf_distill.environment import portable_cpu_kernels
+    from hf_distill.environment import cpu_model_id, portable_cpu_kernels
 
     located = data_dir or (SHARED_DATA if SHARED_DATA.is_dir() else None)
     flags, meta = describe(name, located, quick)
@@ -121,6 +121,7 @@ def run_one(name: str, extra: list[str], data_dir: Path | None, quick: bool, res
         "device": device(),
         # the vector instructions torch's CPU kernels use: another level rounds differently, and chaotic runs diverge
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_model_id": cpu_model_id(),  # vendor family/model/stepping: a generic model name can hide two CPUs
         "portable_cpu_kernels": portable_cpu_kernels(),  # --full_determinism: meant to round alike on any x86-64 CPU
         "processes": int(os.environ.get("WORLD_SIZE", "1")),  # under accelerate launch / torchrun
         "versions": versions(),

@@ -6,9 +6,10 @@ import platform
 import torch
 
 # What makes CPU results independent of the CPU model: MKL's conditional numerical reproducibility (the same code
-# path on every x86-64 CPU), ATen's kernels without vector instructions, and oneDNN (whose convolutions pick code by
-# CPU) switched off so that convolutions go through ATen and MKL. Both variables are read once: ATen's at its first
-# operation, MKL's at its first call.
+# path on every x86-64 CPU), ATen's kernels without vector instructions, and oneDNN and NNPACK switched off so that
+# convolutions go through ATen and MKL (oneDNN picks code by CPU; NNPACK runs only on CPUs with AVX2, so convolutions
+# round one way with it and another without). Both variables are read once: ATen's at its first operation, MKL's at
+# its first call. `python benchmarks/kernel_probe.py` prints which operations round alike on two machines.
 PORTABLE_CPU_ENV = {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "default"}
 
 
@@ -29,11 +30,31 @@ def device_name(device_type: str = "cpu") -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_model_id() -> str:
+    """The CPU's vendor, family, model and stepping (`GenuineIntel 6/167/1`): virtual machines often report one
+    generic name ("Intel(R) Xeon(R) Processor") for CPU models that round differently; empty where not on Linux."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+                if not line.strip():  # the first processor is enough
+                    break
+    except OSError:
+        return ""
+    if "vendor_id" not in fields:
+        return ""
+    numbers = "/".join(fields.get(key, "?") for key in ("cpu family", "model", "stepping"))
+    return f"{fields['vendor_id']} {numbers}"
+
+
 def use_portable_cpu_kernels() -> bool:
     """Switch to kernels meant to round alike on every x86-64 CPU model (about 1.5 times slower for LeNet); returns
     whether they are in effect. Call it before torch's first operation: the CLI does, for `--full_determinism`."""
     os.environ.update(PORTABLE_CPU_ENV)
     torch.backends.mkldnn.enabled = False
+    torch.backends.nnpack.set_flags(False)
     return portable_cpu_kernels()
 
 
@@ -43,6 +64,7 @@ def portable_cpu_kernels() -> bool:
         os.environ.get("MKL_CBWR") == "COMPATIBLE"
         and torch.backends.cpu.get_cpu_capability() == "DEFAULT"
         and not torch.backends.mkldnn.enabled
+        and not (torch.backends.nnpack.is_available() and torch._C._get_nnpack_enabled())
     )
 
 
@@ -57,6 +79,7 @@ def run_environment(accelerator) -> dict:
         "transformers": transformers.__version__,
         "device": accelerator.device.type,
         "device_name": device_name(accelerator.device.type),
+        "cpu_model_id": cpu_model_id(),
         "processes": accelerator.num_processes,
         "torch_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),

@@ -1,6 +1,7 @@
 """The benchmark suites (benchmarks/suites.py, run.py, report.py): rendering is pure and tested on a fixed results
 file; the quick mode of a whole suite runs end to end on ../shared/data when it is there."""
 
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -236,3 +237,16 @@ def test_a_resumed_ceiling_ends_where_an_uninterrupted_one_does(tmp_path):
     assert all(a[k].equal(b[k]) for k in a)
     done = subprocess.run([*run, "--resume_from_checkpoint", tmp_path], capture_output=True, text=True)
     assert done.returncode != 0 and "not a ceiling checkpoint" in done.stderr
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="MKL's compatible mode is x86-64's")
+def test_kernel_probe_hashes_each_operation_with_the_portable_kernels():
+    # the probe compares machines, so its own output must repeat on one; NNPACK (AVX2 CPUs only) must be off
+    probe = [sys.executable, str(BENCHMARKS / "kernel_probe.py")]
+    runs = [subprocess.run(probe, capture_output=True, text=True, check=True).stdout for _ in range(2)]
+    assert runs[0] == runs[1]
+    header, kernels, *lines = runs[0].splitlines()
+    assert "kernels DEFAULT, portable True, NNPACK False, MKL_CBWR=COMPATIBLE" in kernels
+    hashes = dict(line.rsplit(maxsplit=1) for line in lines)
+    assert {"conv2d backward", "conv1d backward", "matmul", "layer_norm backward"} <= set(hashes)
+    assert all(len(h) == 12 for h in hashes.values()) and len(set(hashes.values())) == len(hashes)

@@ -1,6 +1,7 @@
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import warnings
@@ -13,7 +14,7 @@ from conftest import QUICK_FLAGS as QUICK
 
 from hf_distill import DistilledDataset
 from hf_distill.cli import main, parse_args
-from hf_distill.environment import PORTABLE_CPU_ENV, device_name
+from hf_distill.environment import PORTABLE_CPU_ENV, cpu_model_id, device_name
 
 
 def test_distill_writes_set_and_eval_results(tmp_path, image_dataset_dir, capsys):
@@ -159,7 +160,12 @@ def test_same_seed_gives_the_same_figures_in_another_process(tmp_path, image_dat
     assert environment["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert environment["device_name"] == device_name() != ""  # the CPU model: another one rounds differently
     card = (tmp_path / "hash1" / "README.md").read_text()
-    assert f"on cpu ({environment['device_name']})" in card
+    # a generic model name ("Intel(R) Xeon(R) Processor") can hide CPU models: family/model/stepping tell them apart
+    assert environment["cpu_model_id"] == cpu_model_id()
+    if sys.platform == "linux":
+        assert re.fullmatch(r"\S+ \d+/\d+/\d+", environment["cpu_model_id"])
+    named = ", ".join(filter(None, (environment["device_name"], environment["cpu_model_id"])))
+    assert f"on cpu ({named})" in card
     assert f"{environment['torch_threads']} torch thread(s), CPU kernels {environment['cpu_capability']}" in card
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a key the loader does not know would warn and be dropped
