@@ -47,6 +47,9 @@ def test_device_line_names_the_kernels_and_whether_they_were_portable():
     portable = {**record, "cpu_capability": "DEFAULT", "portable_cpu_kernels": True}
     assert f"{record['device']} (AVX512 kernels) × 1 process(es)" in report.render([own])
     assert f"{record['device']} (portable DEFAULT kernels) × 1 process(es)" in report.render([portable])
+    identified = {**portable, "cpu_model_id": "GenuineIntel 6/167/1"}  # a generic name can hide two CPU models
+    line = f"{record['device']} (GenuineIntel 6/167/1, portable DEFAULT kernels) × 1 process(es)"
+    assert line in report.render([identified])
 
 
 def test_row_figure_prefers_its_own_command_and_runs_count_its_repeats():
