@@ -25,14 +25,14 @@ def probes(torch):
     F = torch.nn.functional
     g = torch.Generator().manual_seed(0)
 
-    def randn(*shape, grad=False):  # from integers, exactly: torch.randn's own kernels round by CPU too
+    def exact(*shape, grad=False):  # from integers, exactly: torch.randn's own kernels round by CPU too
         values = torch.randint(-(2**20), 2**20, shape, generator=g).float() / 2**19
         return values.requires_grad_(grad)
 
-    x, w = randn(4096), randn(256, 256, grad=True)
-    images, kernel = randn(64, 3, 28, 28, grad=True), randn(16, 3, 5, 5, grad=True)
-    tokens, kernel1d = randn(32, 64, 48, grad=True), randn(50, 64, 3, grad=True)
-    logits, labels = randn(512, 10, grad=True), torch.randint(0, 10, (512,), generator=g)
+    x, w = exact(4096), exact(256, 256, grad=True)
+    images, kernel = exact(64, 3, 28, 28, grad=True), exact(16, 3, 5, 5, grad=True)
+    tokens, kernel1d = exact(32, 64, 48, grad=True), exact(50, 64, 3, grad=True)
+    logits, labels = exact(512, 10, grad=True), torch.randint(0, 10, (512,), generator=g)
 
     def backward(output, *inputs):
         return torch.cat([t.flatten() for t in torch.autograd.grad(output.square().sum(), inputs)])
@@ -69,16 +69,15 @@ def main(argv=None) -> None:
         use_portable_cpu_kernels()
     import torch
 
-    from hf_distill.environment import cpu_model_id, portable_cpu_kernels
+    from hf_distill.environment import cpu_model_id, nnpack_in_use, portable_cpu_kernels
 
     if options.nnpack:
         torch.backends.nnpack.set_flags(options.nnpack == "on")
     torch.set_num_threads(1)  # the thread count changes how sums are split
     print(f"# {cpu_model_id() or 'unknown CPU'} (as /proc/cpuinfo says; an emulator reports the host's)")
-    nnpack = torch.backends.nnpack.is_available() and torch._C._get_nnpack_enabled()
     kernels = torch.backends.cpu.get_cpu_capability()
     print(
-        f"# kernels {kernels}, portable {portable_cpu_kernels()}, NNPACK {nnpack}, "
+        f"# kernels {kernels}, portable {portable_cpu_kernels()}, NNPACK {nnpack_in_use()}, "
         f"MKL_CBWR={os.environ.get('MKL_CBWR', '')}, torch {torch.__version__}, python {sys.version.split()[0]}"
     )
     for name, compute in probes(torch).items():

@@ -58,13 +58,18 @@ def use_portable_cpu_kernels() -> bool:
     return portable_cpu_kernels()
 
 
+def nnpack_in_use() -> bool:
+    """Whether NNPACK computes convolutions: torch has it only where the CPU has AVX2, and it is on by default."""
+    return torch.backends.nnpack.is_available() and torch._C._get_nnpack_enabled()
+
+
 def portable_cpu_kernels() -> bool:
     """Whether this process computes on the CPU with the kernels of `use_portable_cpu_kernels`."""
     return (
         os.environ.get("MKL_CBWR") == "COMPATIBLE"
         and torch.backends.cpu.get_cpu_capability() == "DEFAULT"
         and not torch.backends.mkldnn.enabled
-        and not (torch.backends.nnpack.is_available() and torch._C._get_nnpack_enabled())
+        and not nnpack_in_use()
     )
 
 
