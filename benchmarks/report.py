@@ -108,7 +108,9 @@ def _row_cells(suite: Suite, row, runs: list[dict], full: dict | None, preview: 
     repeats = str(len(same))
     if len(same) > 1:
         means = [100 * r["eval_accuracy"] for r in same]
-        repeats += f" (spread {max(means) - min(means):.1f})"
+        repeats += f" (spread {max(means) - min(means):.1f}"
+        hashes = {r.get("data_sha256") for r in same}
+        repeats += ", the same set)" if len(hashes) == 1 and None not in hashes else ")"
     start = "" if row.synthetic_init == "real" else f", {row.synthetic_init} start"
     cells = [f"`{row.name}`", f"{row.per_class:g}", row.learner_init, row.method.replace("_", " ") + start]
     if suite.name == "noisy":
@@ -171,7 +173,8 @@ def render(records: list[dict], mode: str = "full", previews: dict | None = None
         "Every row is `python benchmarks/run.py SUITE/ROW` (or the whole `SUITE`), the latest record of that command "
         f"in benchmarks/results.jsonl in {mode} mode (the latest with other flags where there is none; flags that "
         "repeat the row's own are no change); **runs** counts the records of the same command and the spread of "
-        "their means (points). Accuracy is the mean ± std "
+        "their means (points), and *the same set* where every one of those runs distilled the same set to the last "
+        "bit (`data_sha256`). Accuracy is the mean ± std "
         "over the fresh learners in brackets; *random subset* is a same-size real subset with the same protocol; "
         "*full data* is the same learner trained on the whole training split (Adam, 2 epochs; 1 in quick mode). Rows "
         "that say *not run* have no record yet."

@@ -64,6 +64,16 @@ def test_row_figure_prefers_its_own_command_and_runs_count_its_repeats():
     assert (cells[4], cells[-2]) == ("**50.0 ± 0.0 %** (10)", "1")  # unless it is the only record
 
 
+def test_runs_say_the_same_set_only_when_every_repeat_has_its_fingerprint():
+    records = report.load(RESULTS)
+    first, second = [r for r in records if r.get("row") == "mnist-lenet-1pc-fixed" and r["mode"] == "full"]
+    a, b = {**first, "data_sha256": "aa"}, {**second, "data_sha256": "aa", "eval_accuracy": first["eval_accuracy"]}
+    assert table_row(report.render([a, b]), "mnist-lenet-1pc-fixed")[-2] == "2 (spread 0.0, the same set)"
+    other = {**b, "data_sha256": "bb"}  # the same accuracy from another set is not a repeat to the last bit
+    assert table_row(report.render([a, other]), "mnist-lenet-1pc-fixed")[-2] == "2 (spread 0.0)"
+    assert table_row(report.render([first, b]), "mnist-lenet-1pc-fixed")[-2] == "2 (spread 0.0)"  # one unknown
+
+
 def test_a_flag_that_repeats_the_rows_own_is_the_rows_command():
     (first, second) = [
         r for r in report.load(RESULTS) if r.get("row") == "mnist-lenet-1pc-fixed" and r["mode"] == "full"
