@@ -108,9 +108,9 @@ def _row_cells(suite: Suite, row, runs: list[dict], full: dict | None, preview: 
     repeats = str(len(same))
     if len(same) > 1:
         means = [100 * r["eval_accuracy"] for r in same]
-        repeats += f" (spread {max(means) - min(means):.1f}"
         hashes = {r.get("data_sha256") for r in same}
-        repeats += ", the same set)" if len(hashes) == 1 and None not in hashes else ")"
+        same_set = ", the same set" if len(hashes) == 1 and None not in hashes else ""
+        repeats += f" (spread {max(means) - min(means):.1f}{same_set})"
     start = "" if row.synthetic_init == "real" else f", {row.synthetic_init} start"
     cells = [f"`{row.name}`", f"{row.per_class:g}", row.learner_init, row.method.replace("_", " ") + start]
     if suite.name == "noisy":

@@ -142,10 +142,10 @@ def run_one(name: str, extra: list[str], data_dir: Path | None, quick: bool, res
         record["time_per_outer_step_s"] = round(steps["train_runtime"] / (args.max_steps - resumed), 3)
         previews = [str(output_dir / f) for f in ("preview.png", "preview.txt") if (output_dir / f).exists()]
         record["preview"] = previews[0] if previews else None
-        # the set's fingerprint: two runs of one command that give the same one gave the same set, bit for bit
-        record["data_sha256"] = json.loads((output_dir / "distillation.json").read_text()).get("data_sha256")
     if int(os.environ.get("RANK", "0")) != 0:  # one record per run: the main process writes it
         return
+    if steps is not None:  # the set's fingerprint: two runs of one command that give the same one gave the same set
+        record["data_sha256"] = json.loads((output_dir / "distillation.json").read_text()).get("data_sha256")
     print(json.dumps(record, indent=2))
     results.parent.mkdir(parents=True, exist_ok=True)
     with open(results, "a") as f:

@@ -148,6 +148,8 @@ def test_quick_suite_runs_and_renders(tmp_path):
     subprocess.run(run, check=True, capture_output=True)
     records = report.load(results)
     assert {r["row"] for r in records} == {n.partition("/")[2] for n in suites.row_names(suites.SUITES["seed-s1"])}
+    distilled = [r for r in records if not r["row"].endswith("-full-data")]
+    assert all(len(r["data_sha256"]) == 64 for r in distilled)  # each distilled set's fingerprint, for repeats
     subprocess.run([sys.executable, BENCHMARKS / "report.py", "--mode", "quick", "--results", results, "--docs", docs])
     md = (docs / "benchmarks.md").read_text()
     seed_table = md.split("### `seed-s1`")[1].split("### `text8`")[0]
