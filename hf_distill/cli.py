@@ -3,6 +3,7 @@
 import argparse
 import os
 import sys
+import time
 
 import yaml
 from transformers import HfArgumentParser
@@ -86,7 +87,23 @@ def distill(argv: list[str]) -> dict:
     metrics = trainer.evaluate(data.eval)
     trainer.save_metrics("eval", metrics)
     trainer.save_model()
+    leave_process_group(trainer.accelerator)
     return metrics
+
+
+def leave_process_group(accelerator) -> None:
+    """End of a run under `accelerate launch`: wait for every process, then destroy the process group.
+
+    A gloo group destroyed while one of its worker threads still releases the tensors of a finished collective
+    deadlocks (the destructor joins the thread while holding the GIL, which the thread needs); left to the
+    interpreter's exit, it can abort the process instead ("terminate called without an active exception";
+    pytorch/pytorch#190489). So the processes meet at a barrier, the workers get a moment without the GIL to finish
+    releasing, and only then is the group destroyed.
+    """
+    if accelerator.num_processes > 1:
+        accelerator.wait_for_everyone()
+        time.sleep(0.5)  # sleeping releases the GIL
+    accelerator.end_training()
 
 
 def push(argv: list[str]) -> str:

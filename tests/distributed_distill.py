@@ -12,6 +12,7 @@ from conftest import quick_config
 from safetensors.torch import save_file
 
 from hf_distill import DataArguments, DistillationTrainer, load_real_data
+from hf_distill.cli import leave_process_group
 
 # The same settings as the one-process evaluation it is compared with in tests/test_distributed.py
 SETTINGS = dict(learner="convnet", max_steps=4, inner_steps=2, per_device_train_batch_size=16, num_eval_models=3)
@@ -31,6 +32,7 @@ def main(dataset: str, output_dir: str) -> None:
         str(out / f"rank{args.process_index}.safetensors"),
     )
     (out / f"rank{args.process_index}.json").write_text(json.dumps({"world_size": args.world_size, **metrics}))
+    leave_process_group(trainer.accelerator)  # as every Accelerate script should at its end
 
 
 if __name__ == "__main__":
