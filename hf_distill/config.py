@@ -90,6 +90,13 @@ class DistillationConfig(TrainingArguments):
             losses, instead of the Gaussian mixture's low-loss component. With clean labels, `trust_aware=True`,
             `trust_recalibrate=False` and a fraction below 1, it distils from the easiest examples only (loss-value
             pruning, as in Moser et al. 2024, *Distill the Best, Ignore the Rest*).
+        trust_consistency_weight (`float`, defaults to `0.0`): weight of a consistency term added to the real-data
+            objective of trust-aware distillation (`unrolled` only): the KL divergence between the trained
+            learner's predictions on every real example of the batch, trusted or not (no label needed), and on a
+            copy with Gaussian noise of `trust_consistency_noise` times the batch's standard deviation. TAD pairs
+            its trusted-only objective with a consistency term; this is hf_distill's form of it (see docs/noisy.md).
+        trust_consistency_noise (`float`, defaults to `0.2`): the noise of the consistency term's perturbed copy,
+            relative to the standard deviation of the real batch.
 
         > Text
 
@@ -212,6 +219,13 @@ class DistillationConfig(TrainingArguments):
         default=None,
         metadata={"help": "Trust this share of each class (smallest losses) instead of the Gaussian mixture's split."},
     )
+    trust_consistency_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight of the consistency term on all real examples (trust_aware, unrolled; 0: off)."},
+    )
+    trust_consistency_noise: float = field(
+        default=0.2, metadata={"help": "Noise of the consistency term's perturbed copy, relative to the batch std."}
+    )
 
     # Text
     embedding_model: str | None = field(
@@ -314,6 +328,13 @@ class DistillationConfig(TrainingArguments):
             )
         if self.trust_keep_fraction is not None and not 0 < self.trust_keep_fraction <= 1:
             raise ValueError(f"trust_keep_fraction must be in (0, 1] (got {self.trust_keep_fraction}).")
+        if self.trust_consistency_weight < 0 or self.trust_consistency_noise <= 0:
+            raise ValueError(
+                "trust_consistency_weight must be >= 0 and trust_consistency_noise > 0 (got "
+                f"{self.trust_consistency_weight}, {self.trust_consistency_noise})."
+            )
+        if self.trust_consistency_weight and not self.trust_aware:
+            raise ValueError("trust_consistency_weight is a term of trust-aware distillation: set trust_aware=True.")
         if self.num_eval_models < 1:
             raise ValueError(f"num_eval_models must be >= 1 (got {self.num_eval_models}).")
         if self.push_to_hub and self.hub_strategy not in ("every_save", "end"):
@@ -339,6 +360,7 @@ class DistillationConfig(TrainingArguments):
             "per_layer_step_sizes": not unrolled and self.per_layer_step_sizes,
             "learn_labels": self.distill_method == "distribution_matching" and self.learn_labels,
             "trust_untrusted='soft'": not unrolled and self.trust_untrusted == "soft",
+            "trust_consistency_weight": not unrolled and self.trust_consistency_weight > 0,
         }
         for option, asked in unsupported.items():
             if asked:

@@ -5,6 +5,7 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ from .learners import (
     trainable_parameters,
 )
 from .methods import distribution_matching_loss, gradient_matching_loss, learner_features, learner_logits, unroll
-from .methods.trust import TrustState, score, trust_round
+from .methods.trust import TrustState, consistency_loss, score, trust_round
 from .noise import CLEAN_LABELS
 from .selection import kmeans_rows, random_rows
 from .synthetic import DistilledDataset, SyntheticSet, initial_label_logits, nearest_tokens
@@ -269,6 +270,7 @@ class DistillationTrainer(Trainer):
         # One outer step: a learner (fresh or fixed init) scores the synthetic set against a real batch.
         x_syn, mask_syn, soft_labels, step_sizes = model()
         x, mask, y = self._real_inputs(inputs)
+        every_row = (x, mask)  # the consistency term of trust-aware distillation needs no label
         if self.trust is not None:
             x, mask, y = self._trusted_rows(inputs["row_index"], x, mask)
         seed = self._unroll_seed()
@@ -276,7 +278,7 @@ class DistillationTrainer(Trainer):
         params = {k: v.to(x.device) for k, v in params.items()}
         method = self.args.distill_method
         if method == "unrolled":
-            loss = self._unrolled_loss(params, x_syn, mask_syn, soft_labels, step_sizes, x, mask, y, seed)
+            loss = self._unrolled_loss(params, x_syn, mask_syn, soft_labels, step_sizes, x, mask, y, seed, every_row)
         else:
             classes = self.accelerator.unwrap_model(model).label_logits.argmax(-1)  # the class each example stands for
             if method == "distribution_matching":
@@ -361,9 +363,10 @@ class DistillationTrainer(Trainer):
             x, mask, _ = self._real_inputs(self.train_dataset[pick])
             yield x, mask, self.trust.labels[pick].to(x.device)
 
-    def _unrolled_loss(self, params, x_syn, mask_syn, soft_labels, step_sizes, x, mask, y, seed):
+    def _unrolled_loss(self, params, x_syn, mask_syn, soft_labels, step_sizes, x, mask, y, seed, every_row):
         """Train the learner on the synthetic set for the learned steps; its cross-entropy on the real batch (`y`:
-        hard labels, or soft targets from trust-aware distillation)."""
+        hard labels, or soft targets from trust-aware distillation), plus the trust-aware consistency term on
+        `every_row` of the batch when it has a weight."""
         num_steps = len(step_sizes)
         if self.args.random_truncation:  # RaT-BPTT: a random unroll length, back-propagated through its last steps
             num_steps = random.Random(seed).randint(self.args.backprop_steps, num_steps)
@@ -377,8 +380,13 @@ class DistillationTrainer(Trainer):
             backprop_steps=self.args.backprop_steps,
         )
         with activation_checkpointing(self.learner) if self.args.activation_checkpointing else nullcontext():
-            logits = learner_logits(self.learner, params, x, mask)
-        return soft_cross_entropy(logits, y)
+            loss = soft_cross_entropy(learner_logits(self.learner, params, x, mask), y)
+            weight = self.args.trust_consistency_weight
+            if weight:
+                logits_fn = partial(learner_logits, self.learner, params)
+                noise = self.args.trust_consistency_noise
+                loss = loss + weight * consistency_loss(logits_fn, *every_row, noise, seed)
+        return loss
 
     def create_optimizer(self, model=None):
         # What is optimised is the synthetic set: inputs, label logits and step sizes each get their own step size.

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from hf_distill import DistillationConfig, DistillationTrainer, build_learner
 from hf_distill.data import pixel_dataset
-from hf_distill.methods.trust import TrustState, small_loss_split
+from hf_distill.methods.trust import TrustState, consistency_loss, small_loss_split
 from hf_distill.noise import add_label_noise
 from hf_distill.trainer import TRUST_STATE_FILE
 
@@ -116,6 +116,33 @@ def test_resume_continues_from_the_checkpoints_trusted_split(tmp_path):
         toy_trainer(tmp_path / "other", train.select(range(399)), test, True).train(str(checkpoint))
 
 
+def test_consistency_loss_compares_a_noisy_copy_with_the_clean_prediction_as_target():
+    torch.manual_seed(0)
+    weight = torch.randn(16, 3, requires_grad=True)
+    logits_fn = lambda x, mask: x @ weight  # noqa: E731
+    x = torch.randn(32, 16)
+    small, large = (consistency_loss(logits_fn, x, None, noise, seed=0) for noise in (0.05, 1.0))
+    assert 0 < small < large  # a KL divergence, larger the further the copy is from the example
+    assert consistency_loss(logits_fn, x, None, 0.05, seed=0) == small  # the noise is seeded
+    assert consistency_loss(logits_fn, x, None, 0.05, seed=1) != small
+    (grad,) = torch.autograd.grad(large, weight)
+    assert grad.abs().sum() > 0  # it reaches what the logits depend on, through the noisy copy only
+
+
+def test_consistency_term_adds_to_the_trusted_objective(tmp_path):
+    train, test, _ = noisy_toy()
+    losses = {}
+    for weight in (0.0, 1.0):
+        trainer = toy_trainer(tmp_path / str(weight), train, test, True, max_steps=1, trust_consistency_weight=weight)
+        batch = next(iter(trainer.get_train_dataloader()))
+        trainer._unrolls = (-1, 0)  # the same learner init for both
+        losses[weight] = trainer.compute_loss(trainer.model, batch).item()
+    assert losses[1.0] > losses[0.0]
+    trainer, metrics = distil(tmp_path / "run", train, test, True, max_steps=40, trust_consistency_weight=1.0)
+    train_loss = next(log["train_loss"] for log in trainer.state.log_history if "train_loss" in log)
+    assert np.isfinite(train_loss) and metrics["eval_accuracy"] > 0.5, metrics
+
+
 def test_small_loss_split_keeps_the_low_loss_mode_of_each_class():
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1], 100)
@@ -152,3 +179,14 @@ def test_trust_options_are_checked(tmp_path):
         DistillationConfig(output_dir=str(tmp_path), trust_aware=True, trust_learners="experts")
     with pytest.raises(ValueError, match=r"trust_keep_fraction must be in \(0, 1\] \(got 0.0\)"):
         DistillationConfig(output_dir=str(tmp_path), trust_aware=True, trust_keep_fraction=0.0)
+    with pytest.raises(ValueError, match="a term of trust-aware distillation: set trust_aware=True"):
+        DistillationConfig(output_dir=str(tmp_path), trust_consistency_weight=1.0)
+    with pytest.raises(ValueError, match="trust_consistency_weight must be >= 0 and trust_consistency_noise > 0"):
+        DistillationConfig(output_dir=str(tmp_path), trust_aware=True, trust_consistency_noise=0.0)
+    with pytest.raises(ValueError, match="does not support trust_consistency_weight"):
+        DistillationConfig(
+            output_dir=str(tmp_path),
+            distill_method="distribution_matching",
+            trust_aware=True,
+            trust_consistency_weight=1,
+        )

@@ -15,7 +15,10 @@ One round (`trust_round`), every `trust_interval` outer steps:
    their own class (the median); reliable examples are relabelled with that class and become trusted.
 
 The objective then drops the untrusted examples, or (`trust_untrusted="soft"`) keeps them with the learners' mean
-predicted distribution as a soft target (`TrustState.targets`).
+predicted distribution as a soft target (`TrustState.targets`). TAD pairs that trusted-only objective with a
+consistency term; `consistency_loss` is hf_distill's form of it (the paper's own term is not reproduced here): the
+learner trained on the synthetic set should predict the same for a real example, trusted or not, and for a noisy
+copy of it, which uses the untrusted examples' inputs without their labels.
 """
 
 from dataclasses import dataclass
@@ -97,6 +100,18 @@ def reliable_relabels(features: np.ndarray, predicted: np.ndarray, labels: np.nd
     typical = np.median(mahalanobis[trusted][np.arange(trusted.sum()), own])
     agree = (nearest == predicted) & (classes[cosine.argmax(1)] == predicted)
     return ~trusted & agree & (mahalanobis.min(1) <= typical) & (predicted != labels)
+
+
+def consistency_loss(logits_fn, inputs, attention_mask, noise: float, seed: int) -> torch.Tensor:
+    """KL(p(inputs) || p(noisy copy)): `logits_fn(inputs, mask)` is the trained learner; the clean prediction is the
+    target (no gradient), the copy adds Gaussian noise of `noise` times the batch's standard deviation (seeded)."""
+    generator = torch.Generator(device=inputs.device).manual_seed(seed)
+    scale = noise * inputs.detach().float().std()
+    noisy = inputs + scale * torch.randn(inputs.shape, generator=generator, device=inputs.device, dtype=inputs.dtype)
+    with torch.no_grad():
+        target = logits_fn(inputs, attention_mask).log_softmax(-1)
+    log_probs = logits_fn(noisy, attention_mask).log_softmax(-1)
+    return torch.nn.functional.kl_div(log_probs, target, log_target=True, reduction="batchmean")
 
 
 @torch.no_grad()
