@@ -134,8 +134,7 @@ def test_consistency_term_adds_to_the_trusted_objective(tmp_path):
     losses = {}
     for weight in (0.0, 1.0):
         trainer = toy_trainer(tmp_path / str(weight), train, test, True, max_steps=1, trust_consistency_weight=weight)
-        batch = next(iter(trainer.get_train_dataloader()))
-        trainer._unrolls = (-1, 0)  # the same learner init for both
+        batch = next(iter(trainer.get_train_dataloader()))  # the same batch and learner init for both
         losses[weight] = trainer.compute_loss(trainer.model, batch).item()
     assert losses[1.0] > losses[0.0]
     trainer, metrics = distil(tmp_path / "run", train, test, True, max_steps=40, trust_consistency_weight=1.0)
