@@ -29,6 +29,10 @@ def check_setup(args, learner, class_names: list[str], train_labels, embedding_m
                 f"The learner's input embeddings are {width} wide but those of the embedding model "
                 f"{args.embedding_model!r} are {embedding_matrix.shape[1]} wide."
             )
+    if args.augmentation and embedding_matrix is not None:
+        raise ValueError(
+            f"augmentation={args.augmentation!r} transforms images, and this dataset is text (embedding sequences)."
+        )
     if args.distill_method != "unrolled":
         n = args.num_synthetic or args.synthetic_per_class * num_labels
         if n < num_labels:

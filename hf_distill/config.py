@@ -3,6 +3,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from .augment import parse_augmentation
+
 DISTILL_METHODS = ("unrolled", "gradient_matching", "distribution_matching")
 TRUST_UNTRUSTED = ("drop", "soft")  # what the objective does with untrusted examples
 TRUST_LEARNERS = ("synthetic", "real")  # what the learners that score the real data are trained on
@@ -28,6 +30,11 @@ class DistillationConfig(TrainingArguments):
             `distribution_matching` (match per-class mean embeddings under random learners, Zhao & Bilen, WACV 2023).
             The matching objectives train no learner inside a step, so they learn no step sizes, are evaluated with
             Adam, and distribution matching keeps the labels fixed.
+        augmentation (`str` or `None`): differentiable Siamese augmentation of images for the matching objectives
+            (Zhao & Bilen, ICML 2021): operations joined by `_` from `color`, `crop`, `cutout`, `flip`, `scale` and
+            `rotate` (the papers use `"color_crop_cutout_flip_scale_rotate"`). Each class's real and synthetic
+            examples go through the same randomly chosen operation and parameters before they are compared
+            (`hf_distill.augment`). `None`: no augmentation.
 
         > Synthetic set
 
@@ -109,6 +116,8 @@ class DistillationConfig(TrainingArguments):
         eval_protocol (`str`, defaults to `"learned"` with `unrolled`, else `"adam"`): train them with the learned
             step sizes (`learned`) or with Adam (`adam`, `eval_train_steps` full-batch steps at `eval_learning_rate`).
         eval_train_steps (`int`, defaults to `300`): Adam steps for `eval_protocol="adam"` and for the baseline.
+        eval_augmentation (`bool`, defaults to `False`): train the evaluation learners and the baseline's with
+            `augmentation`, a fresh draw per example and step (the matching papers' evaluation).
         eval_learning_rate (`float`, defaults to `0.001`, or `5e-5` for a pretrained learner): Adam step size for the
             same (a pretrained transformer is fine-tuned at a fine-tuning rate).
         eval_baseline (`bool`, defaults to `True`): also train on random real subsets of the same size (hard labels,
@@ -132,6 +141,13 @@ class DistillationConfig(TrainingArguments):
             "help": "unrolled (Sucholutsky & Schonlau), gradient_matching (Zhao et al.) or distribution_matching "
             "(Zhao & Bilen).",
             "choices": list(DISTILL_METHODS),
+        },
+    )
+    augmentation: str | None = field(
+        default=None,
+        metadata={
+            "help": "Differentiable Siamese augmentation for the matching objectives (images): operations joined by "
+            "'_' from color, crop, cutout, flip, scale, rotate."
         },
     )
 
@@ -246,6 +262,9 @@ class DistillationConfig(TrainingArguments):
         default=None,
         metadata={"help": "Adam step size (eval_protocol=adam and baseline; default 1e-3, 5e-5 for pretrained)."},
     )
+    eval_augmentation: bool = field(
+        default=False, metadata={"help": "Train the evaluation learners (and the baseline) with `augmentation`."}
+    )
     eval_baseline: bool = field(default=True, metadata={"help": "Also evaluate a same-size random real subset."})
     image_mean: list[float] | None = field(default=None, metadata={"help": "Per-channel mean of the real images."})
     image_std: list[float] | None = field(default=None, metadata={"help": "Per-channel std of the real images."})
@@ -335,6 +354,9 @@ class DistillationConfig(TrainingArguments):
             )
         if self.trust_consistency_weight and not self.trust_aware:
             raise ValueError("trust_consistency_weight is a term of trust-aware distillation: set trust_aware=True.")
+        parse_augmentation(self.augmentation)
+        if self.eval_augmentation and not self.augmentation:
+            raise ValueError("eval_augmentation trains the evaluation learners with `augmentation`: set augmentation.")
         if self.num_eval_models < 1:
             raise ValueError(f"num_eval_models must be >= 1 (got {self.num_eval_models}).")
         if self.push_to_hub and self.hub_strategy not in ("every_save", "end"):
@@ -350,7 +372,8 @@ class DistillationConfig(TrainingArguments):
                 f"distill_method must be one of {', '.join(DISTILL_METHODS)} (got {self.distill_method!r})."
             )
         unrolled = self.distill_method == "unrolled"
-        # All but the last need the inner training loop of the unrolled method; DM's objective ignores the labels.
+        # Options of the unrolled method's inner loop, and the labels DM's objective ignores; augmentation is the
+        # matching objectives' alone.
         unsupported = {
             "learn_step_sizes": not unrolled and self.learn_step_sizes,
             "eval_protocol='learned'": not unrolled and self.eval_protocol == "learned",
@@ -361,6 +384,7 @@ class DistillationConfig(TrainingArguments):
             "learn_labels": self.distill_method == "distribution_matching" and self.learn_labels,
             "trust_untrusted='soft'": not unrolled and self.trust_untrusted == "soft",
             "trust_consistency_weight": not unrolled and self.trust_consistency_weight > 0,
+            "augmentation": unrolled and bool(self.augmentation),
         }
         for option, asked in unsupported.items():
             if asked:

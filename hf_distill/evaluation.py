@@ -16,12 +16,19 @@ def accuracy(eval_pred: EvalPrediction) -> dict[str, float]:
     return {"accuracy": float((np.asarray(logits).argmax(-1) == np.asarray(labels)).mean())}
 
 
-def train_on_set(learner, params, inputs, attention_mask, labels, *, step_sizes=None, steps=300, lr=1e-3) -> dict:
+def train_on_set(
+    learner, params, inputs, attention_mask, labels, *, step_sizes=None, steps=300, lr=1e-3, augment=None
+) -> dict:
     """Train a learner from `params` on a (small) set: with the learned `step_sizes` (one full-batch SGD step
-    each, as in distillation), or else with `steps` full-batch Adam steps. `labels` are ints or soft labels."""
+    each, as in distillation), or else with `steps` full-batch Adam steps, each on `augment(inputs, step)` when
+    given. `labels` are ints or soft labels."""
     if step_sizes is not None:
         return unroll(learner, params, inputs, attention_mask, labels, step_sizes, create_graph=False)
-    return train_on_batches(learner, params, itertools.repeat((inputs, attention_mask, labels), steps), lr=lr)
+    if augment is not None:
+        batches = ((augment(inputs, step), attention_mask, labels) for step in range(steps))
+    else:
+        batches = itertools.repeat((inputs, attention_mask, labels), steps)
+    return train_on_batches(learner, params, batches, lr=lr)
 
 
 def train_on_batches(learner, params, batches, *, lr=1e-3) -> dict:

@@ -20,6 +20,7 @@ from transformers import Trainer, default_data_collator
 from transformers.utils import logging
 from transformers.utils.hub import PushInProgress
 
+from .augment import augment, parse_augmentation
 from .checks import check_setup
 from .config import DistillationConfig
 from .data import TensorRows, label_names_of, load_input_embeddings
@@ -281,10 +282,15 @@ class DistillationTrainer(Trainer):
             loss = self._unrolled_loss(params, x_syn, mask_syn, soft_labels, step_sizes, x, mask, y, seed, every_row)
         else:
             classes = self.accelerator.unwrap_model(model).label_logits.argmax(-1)  # the class each example stands for
+            augment = self._siamese_augment(seed)
             if method == "distribution_matching":
-                loss = distribution_matching_loss(self.learner, params, x_syn, mask_syn, classes, x, mask, y)
+                loss = distribution_matching_loss(
+                    self.learner, params, x_syn, mask_syn, classes, x, mask, y, augment=augment
+                )
             else:
-                loss = gradient_matching_loss(self.learner, params, x_syn, mask_syn, soft_labels, classes, x, mask, y)
+                loss = gradient_matching_loss(
+                    self.learner, params, x_syn, mask_syn, soft_labels, classes, x, mask, y, augment=augment
+                )
         if not torch.isfinite(loss):
             raise DistillationDivergedError(
                 f"Distillation diverged at step {self.state.global_step}: the outer loss is {loss.item()}. The "
@@ -292,6 +298,22 @@ class DistillationTrainer(Trainer):
                 "or set backprop_steps."
             )
         return (loss, {"loss": loss}) if return_outputs else loss
+
+    def _siamese_augment(self, seed: int):
+        """`augment(inputs, class)` for this outer step (the same draw for a class's real and synthetic examples),
+        or `None` without `augmentation`."""
+        ops = parse_augmentation(self.args.augmentation)
+        if not ops:
+            return None
+        return lambda inputs, c: augment(inputs, ops, seed * 1_000 + c)
+
+    def _eval_augment(self, seed: int):
+        """`augment(inputs, step)` for an evaluation learner (`eval_augmentation`: a fresh draw per example and
+        step), or `None`."""
+        if not self.args.eval_augmentation:
+            return None
+        ops = parse_augmentation(self.args.augmentation)
+        return lambda inputs, step: augment(inputs, ops, seed * 1_000 + step, per_example=True)
 
     def _trusted_rows(self, rows, x, mask):
         """The trusted rows of a real batch with their current labels, or (`trust_untrusted="soft"`) every row with
@@ -434,7 +456,8 @@ class DistillationTrainer(Trainer):
         for i in range(args.process_index, args.num_eval_models, args.world_size):
             init = self.fixed_init if self.fixed_init is not None else self._learner_init(args.seed + 100_003 + i)
             init = {k: v.to(device) for k, v in init.items()}
-            if metrics is None or self.fixed_init is None:
+            augment = self._eval_augment(args.seed + 100_003 + i)
+            if metrics is None or self.fixed_init is None or augment is not None:
                 params = train_on_set(
                     self.learner,
                     init,
@@ -444,6 +467,7 @@ class DistillationTrainer(Trainer):
                     step_sizes=steps,
                     steps=args.eval_train_steps,
                     lr=args.eval_learning_rate,
+                    augment=augment,
                 )
                 metrics = self.compute_metrics(predict(self.learner, params, self._eval_batches(rows)))
             runs.append((i, metrics))
@@ -451,7 +475,14 @@ class DistillationTrainer(Trainer):
                 # not during training (eval_strategy), where it would only repeat itself
                 bx, bmask, by = self._real_examples(self.train_dataset, baseline_classes, args.seed + i)
                 params = train_on_set(
-                    self.learner, init, bx, bmask, by, steps=args.eval_train_steps, lr=args.eval_learning_rate
+                    self.learner,
+                    init,
+                    bx,
+                    bmask,
+                    by,
+                    steps=args.eval_train_steps,
+                    lr=args.eval_learning_rate,
+                    augment=augment,
                 )
                 baseline_runs.append(
                     (i, self.compute_metrics(predict(self.learner, params, self._eval_batches(rows))))

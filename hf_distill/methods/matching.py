@@ -8,7 +8,9 @@
   learner (the embedding is the learner's penultimate layer, the last of its `hidden_states`).
 
 Both take the learner's weights `params` (a fresh init per outer step) and one real batch, and compare per class
-over the classes present in that batch; `syn_classes` gives the class each synthetic example stands for.
+over the classes present in that batch; `syn_classes` gives the class each synthetic example stands for. With
+`augment(x, c)` (differentiable Siamese augmentation, `hf_distill.augment`), the real and synthetic examples of class
+`c` pass through the same augmentation before they are compared.
 """
 
 import torch
@@ -35,12 +37,22 @@ def learner_features(learner, params: dict, inputs: torch.Tensor, attention_mask
     return learner_output(learner, params, inputs, attention_mask).hidden_states[-1]
 
 
-def distribution_matching_loss(learner, params, x_syn, mask_syn, syn_classes, x, mask, y) -> torch.Tensor:
+def distribution_matching_loss(
+    learner, params, x_syn, mask_syn, syn_classes, x, mask, y, augment=None
+) -> torch.Tensor:
     """Sum over classes of the squared distance between real and synthetic mean embeddings."""
-    with torch.no_grad():
-        real = learner_features(learner, params, x, mask)
-    syn = learner_features(learner, params, x_syn, mask_syn)
-    losses = [(real[r].mean(0) - syn[s].mean(0)).pow(2).sum() for _, r, s in _per_class(y, syn_classes)]
+    if augment is None:  # one pass over each side
+        with torch.no_grad():
+            real = learner_features(learner, params, x, mask)
+        syn = learner_features(learner, params, x_syn, mask_syn)
+        losses = [(real[r].mean(0) - syn[s].mean(0)).pow(2).sum() for _, r, s in _per_class(y, syn_classes)]
+        return torch.stack(losses).sum()
+    losses = []
+    for c, r, s in _per_class(y, syn_classes):
+        with torch.no_grad():
+            real = learner_features(learner, params, augment(x[r], c), _rows(mask, r))
+        syn = learner_features(learner, params, augment(x_syn[s], c), _rows(mask_syn, s))
+        losses.append((real.mean(0) - syn.mean(0)).pow(2).sum())
     return torch.stack(losses).sum()
 
 
@@ -49,15 +61,19 @@ def _gradient_distance(real: torch.Tensor, syn: torch.Tensor) -> torch.Tensor:
     return (1 - F.cosine_similarity(real.flatten(1), syn.flatten(1), dim=1, eps=1e-6)).sum()
 
 
-def gradient_matching_loss(learner, params, x_syn, mask_syn, soft_labels, syn_classes, x, mask, y) -> torch.Tensor:
+def gradient_matching_loss(
+    learner, params, x_syn, mask_syn, soft_labels, syn_classes, x, mask, y, augment=None
+) -> torch.Tensor:
     """Sum over classes and weight tensors of the distance between real and synthetic loss gradients."""
     params = {k: v.detach().requires_grad_() for k, v in params.items()}
     weights = [v for v in params.values() if v.dim() > 1]  # the paper matches weights, not biases or norms
+    augment = augment or (lambda inputs, c: inputs)
     losses = []
-    for _, r, s in _per_class(y, syn_classes):
-        real_loss = F.cross_entropy(learner_logits(learner, params, x[r], _rows(mask, r)), y[r])
+    for c, r, s in _per_class(y, syn_classes):
+        real_loss = F.cross_entropy(learner_logits(learner, params, augment(x[r], c), _rows(mask, r)), y[r])
         real_grads = torch.autograd.grad(real_loss, weights)
-        syn_loss = soft_cross_entropy(learner_logits(learner, params, x_syn[s], _rows(mask_syn, s)), soft_labels[s])
+        syn_inputs = augment(x_syn[s], c)
+        syn_loss = soft_cross_entropy(learner_logits(learner, params, syn_inputs, _rows(mask_syn, s)), soft_labels[s])
         syn_grads = torch.autograd.grad(syn_loss, weights, create_graph=True)
         losses += [_gradient_distance(g.detach(), h) for g, h in zip(real_grads, syn_grads)]
     return torch.stack(losses).sum()
