@@ -3,7 +3,8 @@
     python benchmarks/per_model.py OUTPUT_DIR ../shared/data/mnist --models 10
 
 A mean with a large standard deviation can hide one learner that diverged; this prints every learner's accuracy on
-the dataset's test split, and the set's learned step sizes. Learner i starts from the init of seed `--seed + i`.
+the dataset's test split, and the set's learned step sizes. Learner i starts from the init of seed `--seed + i` and is
+trained as `evaluate()` trained the set's learners (`DistilledDataset.train_learner`: learned step sizes, or Adam).
 """
 
 import argparse

@@ -248,11 +248,13 @@ class DistilledDataset:
 
         return from_hub(repo_id, revision=revision, token=token, cache_dir=cache_dir)
 
-    def train_learner(self, learner=None, *, protocol: str = "learned", seed: int = 0, steps: int = 300, lr=None):
+    def train_learner(self, learner=None, *, protocol: str | None = None, seed: int = 0, steps=None, lr=None):
         """A learner trained on this set, ready for `save_pretrained`. Default: a fresh copy of the learner it was
         distilled for (its fixed init when there is one, else drawn from `seed`). `protocol`: `learned` (one step
         per learned step size) or `adam` (`steps` full-batch Adam steps at `lr`: default 1e-3, or 5e-5 for a
-        pretrained transformer, as in `DistillationConfig.eval_learning_rate`)."""
+        pretrained transformer, as in `DistillationConfig.eval_learning_rate`). `None` (default): the protocol,
+        steps and rate the set was evaluated with when it was distilled (`adam` for the matching objectives, whose
+        step sizes are not learned), else `learned` when the set has step sizes."""
         from .evaluation import train_on_set
         from .learners import (
             LEARNERS,
@@ -280,6 +282,11 @@ class DistilledDataset:
             raise ValueError(
                 f"The learner has {learner.config.num_labels} labels but the set has {self.soft_labels.shape[1]}."
             )
+        config = self.metadata.get("config") or {}
+        if protocol is None:
+            protocol = config.get("eval_protocol") or ("learned" if self.step_sizes is not None else "adam")
+        steps = config.get("eval_train_steps", 300) if steps is None else steps
+        lr = config.get("eval_learning_rate") if lr is None else lr
         if protocol not in ("learned", "adam") or (protocol == "learned" and self.step_sizes is None):
             raise ValueError(f"protocol must be 'learned' (needs step sizes) or 'adam', not {protocol!r}.")
         lr = adam_learning_rate(learner) if lr is None else lr

@@ -85,6 +85,21 @@ def test_train_learner_rebuilds_the_learner_and_trains_it(make):
         distilled.train_learner(protocol="sgd")
 
 
+def test_train_learner_follows_the_protocol_the_set_was_evaluated_with():
+    """A matching objective's set (no learned step sizes) is trained as `evaluate()` trained it: with Adam."""
+    distilled = image_set()
+    distilled.metadata["config"] = {"eval_protocol": "adam", "eval_train_steps": 7, "eval_learning_rate": 0.01}
+
+    def weights(model):
+        return [p.detach() for p in model.parameters()]
+
+    default = weights(distilled.train_learner())
+    assert all(
+        torch.equal(a, b) for a, b in zip(default, weights(distilled.train_learner(protocol="adam", steps=7, lr=0.01)))
+    )
+    assert any(not torch.equal(a, b) for a, b in zip(default, weights(distilled.train_learner(protocol="learned"))))
+
+
 def test_initial_labels_cover_every_class_even_with_fewer_examples():
     logits = initial_label_logits(3, 7)
     assert (logits.max(0).values > 0).all()  # every class is some example's label
