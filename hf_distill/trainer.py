@@ -282,14 +282,14 @@ class DistillationTrainer(Trainer):
             loss = self._unrolled_loss(params, x_syn, mask_syn, soft_labels, step_sizes, x, mask, y, seed, every_row)
         else:
             classes = self.accelerator.unwrap_model(model).label_logits.argmax(-1)  # the class each example stands for
-            augment = self._siamese_augment(seed)
+            augmenter = self._siamese_augment(seed)
             if method == "distribution_matching":
                 loss = distribution_matching_loss(
-                    self.learner, params, x_syn, mask_syn, classes, x, mask, y, augment=augment
+                    self.learner, params, x_syn, mask_syn, classes, x, mask, y, augment=augmenter
                 )
             else:
                 loss = gradient_matching_loss(
-                    self.learner, params, x_syn, mask_syn, soft_labels, classes, x, mask, y, augment=augment
+                    self.learner, params, x_syn, mask_syn, soft_labels, classes, x, mask, y, augment=augmenter
                 )
         if not torch.isfinite(loss):
             raise DistillationDivergedError(
@@ -456,8 +456,8 @@ class DistillationTrainer(Trainer):
         for i in range(args.process_index, args.num_eval_models, args.world_size):
             init = self.fixed_init if self.fixed_init is not None else self._learner_init(args.seed + 100_003 + i)
             init = {k: v.to(device) for k, v in init.items()}
-            augment = self._eval_augment(args.seed + 100_003 + i)
-            if metrics is None or self.fixed_init is None or augment is not None:
+            augmenter = self._eval_augment(args.seed + 100_003 + i)
+            if metrics is None or self.fixed_init is None or augmenter is not None:
                 params = train_on_set(
                     self.learner,
                     init,
@@ -467,7 +467,7 @@ class DistillationTrainer(Trainer):
                     step_sizes=steps,
                     steps=args.eval_train_steps,
                     lr=args.eval_learning_rate,
-                    augment=augment,
+                    augment=augmenter,
                 )
                 metrics = self.compute_metrics(predict(self.learner, params, self._eval_batches(rows)))
             runs.append((i, metrics))
@@ -482,7 +482,7 @@ class DistillationTrainer(Trainer):
                     by,
                     steps=args.eval_train_steps,
                     lr=args.eval_learning_rate,
-                    augment=augment,
+                    augment=augmenter,
                 )
                 baseline_runs.append(
                     (i, self.compute_metrics(predict(self.learner, params, self._eval_batches(rows))))
