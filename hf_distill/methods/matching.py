@@ -28,6 +28,10 @@ def _per_class(y: torch.Tensor, syn_classes: torch.Tensor):
             yield c, real, syn
 
 
+def _unaugmented(inputs: torch.Tensor, c: int) -> torch.Tensor:
+    return inputs
+
+
 def _rows(mask: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor | None:
     return None if mask is None else mask[rows]
 
@@ -42,8 +46,8 @@ def distribution_matching_loss(
 ) -> torch.Tensor:
     """Sum over classes of the squared distance between real and synthetic mean embeddings. One class at a time:
     each example's embedding is its own, so this equals one pass over the whole batch up to float rounding, and
-    on a CPU it is about a quarter faster for the ConvNet (a class's activations fit the cache)."""
-    augment = augment or (lambda inputs, c: inputs)
+    on a CPU it is faster for the ConvNet (a class's activations fit the cache; docs/benchmarks-methods.md)."""
+    augment = augment or _unaugmented
     losses = []
     for c, r, s in _per_class(y, syn_classes):
         with torch.no_grad():
@@ -64,7 +68,7 @@ def gradient_matching_loss(
     """Sum over classes and weight tensors of the distance between real and synthetic loss gradients."""
     params = {k: v.detach().requires_grad_() for k, v in params.items()}
     weights = [v for v in params.values() if v.dim() > 1]  # the paper matches weights, not biases or norms
-    augment = augment or (lambda inputs, c: inputs)
+    augment = augment or _unaugmented
     losses = []
     for c, r, s in _per_class(y, syn_classes):
         real_loss = F.cross_entropy(learner_logits(learner, params, augment(x[r], c), _rows(mask, r)), y[r])
