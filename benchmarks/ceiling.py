@@ -33,6 +33,9 @@ def full_data(argv: list[str], epochs: int = 2) -> dict:
     if resume is not None and not (resume / STATE).is_file():
         raise FileNotFoundError(f"--resume_from_checkpoint {resume} has no {STATE}: not a ceiling checkpoint")
     data, embeddings, learner = _setup(data_args, args)
+    device = args.device  # Accelerate's pick, as in the distillation runs: a GPU where there is one
+    learner.to(device)
+    embeddings = None if embeddings is None else embeddings.to(device)
     adam = torch.optim.AdamW if is_pretrained_learner(args.learner) else torch.optim.Adam
     optimizer = adam(learner.parameters(), adam_learning_rate(learner))
     steps_per_epoch = math.ceil(len(data.train) / BATCH_SIZE)
@@ -43,7 +46,7 @@ def full_data(argv: list[str], epochs: int = 2) -> dict:
         order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(args.seed + epoch))
         done = step - epoch * steps_per_epoch
         learner.train()
-        for x, mask, y in _batches(data.train, embeddings, order[done * BATCH_SIZE :].tolist()):
+        for x, mask, y in _batches(data.train, embeddings, order[done * BATCH_SIZE :].tolist(), device):
             kwargs = {"pixel_values": x} if mask is None else {"inputs_embeds": x, "attention_mask": mask}
             optimizer.zero_grad()
             loss = learner(**kwargs, labels=y).loss
@@ -53,7 +56,7 @@ def full_data(argv: list[str], epochs: int = 2) -> dict:
             if step % args.logging_steps == 0:
                 print(json.dumps({"step": step, "loss": round(loss.item(), 4), "s": round(time.time() - start)}))
             if step % steps_per_epoch == 0:
-                by_epoch.append(_evaluate(learner, data.eval, embeddings))
+                by_epoch.append(_evaluate(learner, data.eval, embeddings, device))
                 print(json.dumps({"epoch": epoch + 1, "step": step, "eval_full_data_accuracy": by_epoch[-1]}))
             if args.save_strategy == "steps" and (step % args.save_steps == 0 or step % steps_per_epoch == 0):
                 checkpoint = Path(args.output_dir) / f"checkpoint-{step}"
@@ -81,31 +84,34 @@ def _setup(data_args, args):
     return data, embeddings, build_learner(args.learner, len(data.label_names), **shape)
 
 
-def _batches(dataset, embeddings, order: list[int] | None):
+def _batches(dataset, embeddings, order: list[int] | None, device):
     from torch.utils.data import DataLoader
     from transformers import default_data_collator
 
     for b in DataLoader(dataset, batch_size=BATCH_SIZE, sampler=order, collate_fn=default_data_collator):
+        b = {k: v.to(device) for k, v in b.items()}
         if embeddings is None:
             yield b["pixel_values"], None, b["labels"]
         else:
             yield torch.nn.functional.embedding(b["input_ids"], embeddings), b["attention_mask"], b["labels"]
 
 
-def _evaluate(learner, dataset, embeddings) -> float:
+def _evaluate(learner, dataset, embeddings, device) -> float:
     from hf_distill.evaluation import accuracy, predict
 
     learner.eval()
+    batches = _batches(dataset, embeddings, None, device)
     with torch.no_grad():
-        result = accuracy(predict(learner, dict(learner.named_parameters()), _batches(dataset, embeddings, None)))
+        result = accuracy(predict(learner, dict(learner.named_parameters()), batches))
     learner.train()
     return result["accuracy"]
 
 
 def _save(path: Path, learner, optimizer, step: int, by_epoch: list[float], keep: int | None) -> None:
     path.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in learner.state_dict().items()}, str(path / "model.safetensors"))
-    save_file({"cpu": torch.get_rng_state()}, str(path / "rng_state.safetensors"))
+    save_file({k: v.cpu().contiguous() for k, v in learner.state_dict().items()}, str(path / "model.safetensors"))
+    rng = {"cpu": torch.get_rng_state()} | ({"cuda": torch.cuda.get_rng_state()} if torch.cuda.is_available() else {})
+    save_file(rng, str(path / "rng_state.safetensors"))  # dropout's draws, so that a resumed epoch repeats them
     torch.save(optimizer.state_dict(), path / "optimizer.pt")  # as Trainer does; loaded with weights_only=True
     (path / STATE).write_text(json.dumps({"global_step": step, "eval_full_data_accuracy_by_epoch": by_epoch}))
     if keep:
@@ -116,6 +122,9 @@ def _save(path: Path, learner, optimizer, step: int, by_epoch: list[float], keep
 def _load(path: Path, learner, optimizer) -> tuple[int, list[float]]:
     learner.load_state_dict(load_file(str(path / "model.safetensors")))
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    torch.set_rng_state(load_file(str(path / "rng_state.safetensors"))["cpu"])
+    rng = load_file(str(path / "rng_state.safetensors"))
+    torch.set_rng_state(rng["cpu"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])
     state = json.loads((path / STATE).read_text())
     return state["global_step"], state["eval_full_data_accuracy_by_epoch"]

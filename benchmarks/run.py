@@ -93,14 +93,14 @@ def describe(name: str, data_dir: Path | None, quick: bool) -> tuple[list[str], 
     return row_flags(row, data_dir, quick), meta
 
 
-def run_one(name: str, extra: list[str], data_dir: Path | None, quick: bool, results: Path) -> None:
+def run_one(name: str, extra: list[str], data_dir: Path | None, quick: bool, results: Path, root: Path = OUT) -> None:
     from hf_distill.cli import distill, parse_args
     from hf_distill.environment import cpu_model_id, portable_cpu_kernels
 
     located = data_dir or (SHARED_DATA if SHARED_DATA.is_dir() else None)
     flags, meta = describe(name, located, quick)
     start = time.time()
-    output_dir = OUT / (name + ("-quick" if quick else ""))
+    output_dir = root / (name + ("-quick" if quick else ""))
     if name.endswith("-full-data"):  # checkpoints (if any) go to output_dir unless extra flags name another
         metrics = full_data(flags + ["--output_dir", str(output_dir)] + extra, epochs=1 if quick else 2)
         steps = None
@@ -156,7 +156,8 @@ def run_suite(name: str, options: argparse.Namespace, extra: list[str]) -> int:
     """Each row in its own process (so that peak memory is that row's), under `--launch` if given, `--jobs` at once."""
     rows = [r for r in row_names(SUITES[name]) if not options.only or any(o in r for o in options.only)]
     launch = shlex.split(options.launch) if options.launch else [sys.executable]
-    passed = ["--results", str(options.results)] + (["--quick"] if options.quick else [])
+    passed = ["--results", str(options.results), "--output_root", str(options.output_root)]
+    passed += ["--quick"] if options.quick else []
     if options.data_dir is not None:
         passed += ["--data_dir", str(options.data_dir)]
 
@@ -187,9 +188,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="suite rows run at once (timings then share the CPU)")
     parser.add_argument("--data_dir", type=Path, help="folder of <dataset>/ parquet folders (default ../shared/data)")
     parser.add_argument("--results", type=Path, help="results file (default benchmarks/results.jsonl; quick: /tmp)")
+    parser.add_argument("--output_root", type=Path, default=OUT, help=f"where each run's folder goes (default {OUT})")
     options, extra = parser.parse_known_args(argv)
     if options.results is None:
-        options.results = OUT / "results-quick.jsonl" if options.quick else RESULTS
+        options.results = options.output_root / "results-quick.jsonl" if options.quick else RESULTS
     if options.name in SUITES:
         return run_suite(options.name, options, extra)
     if "/" in options.name:
@@ -199,7 +201,7 @@ def main(argv: list[str]) -> int:
             parser.error(str(e.args[0]))
     elif options.name.removesuffix("-full-data") not in BENCHMARKS:
         parser.error(f"unknown benchmark {options.name!r}: choose one of {', '.join(names)}")
-    run_one(options.name, extra, options.data_dir, options.quick, options.results)
+    run_one(options.name, extra, options.data_dir, options.quick, options.results, options.output_root)
     return 0
 
 
