@@ -45,7 +45,7 @@ def check_setup(args, learner, class_names: list[str], train_labels, embedding_m
                 "distribution_matching compares the penultimate embeddings of hf_distill's own learners; "
                 f"use 'unrolled' or 'gradient_matching' with {args.learner!r}."
             )
-    if args.activation_checkpointing:
+    if args.checkpoints_activations:
         if args.distill_method != "unrolled":
             raise ValueError(
                 "activation_checkpointing recomputes the learner's layers on the real batch of the unrolled "

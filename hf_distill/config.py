@@ -400,6 +400,11 @@ class DistillationConfig(TrainingArguments):
     def total_inner_steps(self) -> int:
         return self.inner_steps * self.inner_epochs
 
+    @property
+    def checkpoints_activations(self) -> bool:
+        """`activation_checkpointing`, or `gradient_checkpointing` on transformers releases that predate that name."""
+        return bool(getattr(self, "activation_checkpointing", None) or self.gradient_checkpointing)
+
 
 def _has_accelerator() -> bool:
     """Whether this machine has a GPU or another accelerator torch can use."""

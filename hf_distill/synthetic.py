@@ -82,6 +82,8 @@ class SyntheticSet(nn.Module):
         """Called by `Trainer` for `activation_checkpointing=True`. The set has no layers to recompute: the
         `DistillationTrainer` checkpoints the learner's layers on the real batch instead."""
 
+    gradient_checkpointing_enable = activation_checkpointing_enable  # the name older transformers releases call
+
 
 @dataclass
 class DistilledDataset:

@@ -401,7 +401,7 @@ class DistillationTrainer(Trainer):
             step_sizes[:num_steps],
             backprop_steps=self.args.backprop_steps,
         )
-        with activation_checkpointing(self.learner) if self.args.activation_checkpointing else nullcontext():
+        with activation_checkpointing(self.learner) if self.args.checkpoints_activations else nullcontext():
             loss = soft_cross_entropy(learner_logits(self.learner, params, x, mask), y)
             weight = self.args.trust_consistency_weight
             if weight:

@@ -26,6 +26,9 @@ from hf_distill import (
 )
 from hf_distill.learners import checkpointable_layers, head_parameter_names
 
+# transformers renamed `gradient_checkpointing` to `activation_checkpointing`; hf_distill honours either
+CHECKPOINTING = next(n for n in ("activation_checkpointing", "gradient_checkpointing") if hasattr(TrainingArguments, n))
+
 
 @pytest.fixture
 def text_data(tiny_embedding_model, text_dataset_dir):
@@ -103,7 +106,7 @@ def test_activation_checkpointing_recomputes_the_layers_with_the_same_gradients(
     runs = []
     for checkpointing in (False, True):
         trainer = pretrained_trainer(
-            tmp_path, tiny_embedding_model, text_data, learner_init="fixed", activation_checkpointing=checkpointing
+            tmp_path, tiny_embedding_model, text_data, learner_init="fixed", **{CHECKPOINTING: checkpointing}
         )
         batch = runs[0][0] if runs else next(iter(trainer.get_train_dataloader()))
         calls = []
@@ -126,9 +129,7 @@ def test_kmeans_init_needs_one_of_hf_distills_learners(tmp_path, tiny_pretrained
 
 def test_activation_checkpointing_needs_transformers_layers_and_the_unroll(tmp_path, tiny_embedding_model, text_data):
     data, _ = text_data
-    args = quick_config(
-        tmp_path, learner="textcnn", embedding_model=tiny_embedding_model, activation_checkpointing=True
-    )
+    args = quick_config(tmp_path, learner="textcnn", embedding_model=tiny_embedding_model, **{CHECKPOINTING: True})
     with pytest.raises(ValueError, match="transformers learner .* TextCNN has none"):
         DistillationTrainer(args=args, train_dataset=data.train)
     with pytest.raises(ValueError, match="distill_method='gradient_matching' does not use it"):
@@ -137,7 +138,7 @@ def test_activation_checkpointing_needs_transformers_layers_and_the_unroll(tmp_p
             tiny_embedding_model,
             text_data,
             distill_method="gradient_matching",
-            activation_checkpointing=True,
+            **{CHECKPOINTING: True},
         )
 
 
