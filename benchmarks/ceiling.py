@@ -33,6 +33,8 @@ def full_data(argv: list[str], epochs: int = 2) -> dict:
     if resume is not None and not (resume / STATE).is_file():
         raise FileNotFoundError(f"--resume_from_checkpoint {resume} has no {STATE}: not a ceiling checkpoint")
     data, embeddings, learner = _setup(data_args, args)
+    # In memory as tensors, as in the distillation runs: a batch is one indexing operation, not 64 Arrow reads
+    train, test = (_rows(split, embeddings) for split in (data.train, data.eval))
     device = args.device  # Accelerate's pick, as in the distillation runs: a GPU where there is one
     learner.to(device)
     embeddings = None if embeddings is None else embeddings.to(device)
@@ -46,7 +48,7 @@ def full_data(argv: list[str], epochs: int = 2) -> dict:
         order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(args.seed + epoch))
         done = step - epoch * steps_per_epoch
         learner.train()
-        for x, mask, y in _batches(data.train, embeddings, order[done * BATCH_SIZE :].tolist(), device):
+        for x, mask, y in _batches(train, embeddings, order[done * BATCH_SIZE :], device):
             kwargs = {"pixel_values": x} if mask is None else {"inputs_embeds": x, "attention_mask": mask}
             optimizer.zero_grad()
             loss = learner(**kwargs, labels=y).loss
@@ -56,7 +58,7 @@ def full_data(argv: list[str], epochs: int = 2) -> dict:
             if step % args.logging_steps == 0:
                 print(json.dumps({"step": step, "loss": round(loss.item(), 4), "s": round(time.time() - start)}))
             if step % steps_per_epoch == 0:
-                by_epoch.append(_evaluate(learner, data.eval, embeddings, device))
+                by_epoch.append(_evaluate(learner, test, embeddings, device))
                 print(json.dumps({"epoch": epoch + 1, "step": step, "eval_full_data_accuracy": by_epoch[-1]}))
             if args.save_strategy == "steps" and (step % args.save_steps == 0 or step % steps_per_epoch == 0):
                 checkpoint = Path(args.output_dir) / f"checkpoint-{step}"
@@ -84,23 +86,29 @@ def _setup(data_args, args):
     return data, embeddings, build_learner(args.learner, len(data.label_names), **shape)
 
 
-def _batches(dataset, embeddings, order: list[int] | None, device):
-    from torch.utils.data import DataLoader
-    from transformers import default_data_collator
+def _rows(dataset, embeddings):
+    from hf_distill.data import TensorRows
 
-    for b in DataLoader(dataset, batch_size=BATCH_SIZE, sampler=order, collate_fn=default_data_collator):
-        b = {k: v.to(device) for k, v in b.items()}
+    inputs = ["pixel_values"] if embeddings is None else ["input_ids", "attention_mask"]
+    return TensorRows(dataset, inputs + ["labels"])
+
+
+def _batches(rows, embeddings, order: torch.Tensor | None, device):
+    """(inputs, attention mask or None, labels) on `device`, BATCH_SIZE rows at a time in `order` (default: stored)."""
+    order = torch.arange(len(rows)) if order is None else order
+    for pick in order.split(BATCH_SIZE):
+        b = {k: v.to(device) for k, v in rows[pick].items()}
         if embeddings is None:
             yield b["pixel_values"], None, b["labels"]
         else:
             yield torch.nn.functional.embedding(b["input_ids"], embeddings), b["attention_mask"], b["labels"]
 
 
-def _evaluate(learner, dataset, embeddings, device) -> float:
+def _evaluate(learner, rows, embeddings, device) -> float:
     from hf_distill.evaluation import accuracy, predict
 
     learner.eval()
-    batches = _batches(dataset, embeddings, None, device)
+    batches = _batches(rows, embeddings, None, device)
     with torch.no_grad():
         result = accuracy(predict(learner, dict(learner.named_parameters()), batches))
     learner.train()
