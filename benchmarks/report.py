@@ -61,6 +61,8 @@ def _is_plain(record: dict) -> bool:
     """Whether a record is of its row's own command (`run.py SUITE/ROW`, and `--quick` in quick mode), counting flags
     that only repeat the row's own (`--full_determinism true` where the row has it) as no change."""
     words = _settings(record)
+    if words and "=" in words[0]:  # an environment setting before the launcher (MALLOC_...=): not the plain command
+        return False
     flags = words[next((i + 1 for i, w in enumerate(words) if w.endswith("run.py")), len(words)) :]
     own = [f"{record['suite']}/{record['row']}"] + (["--quick"] if record["mode"] == "quick" else [])
     row = next((r for r in SUITES[record["suite"]].rows if r.name == record["row"]), None)

@@ -64,6 +64,12 @@ def launcher() -> str:
     return "python" if world == 1 else f"accelerate launch --multi_gpu --num_processes {world}"
 
 
+def allocator_env() -> str:
+    """glibc's malloc settings given in the environment (`MALLOC_MMAP_THRESHOLD_=...`), as a command prefix: they
+    change the peak memory a record reports (docs/benchmarks.md, the IMDB ceiling)."""
+    return "".join(f"{k}={shlex.quote(v)} " for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_"))
+
+
 def versions() -> dict:
     import datasets
     import transformers
@@ -113,7 +119,8 @@ def run_one(name: str, extra: list[str], data_dir: Path | None, quick: bool, res
     record = {
         "benchmark": name,
         **meta,
-        "command": f"{launcher()} benchmarks/run.py {' '.join([name, *options, *map(shlex.quote, extra)])}",
+        "command": f"{allocator_env()}{launcher()} benchmarks/run.py "
+        + " ".join([name, *options, *map(shlex.quote, extra)]),
         **{k: v for k, v in metrics.items() if k.startswith("eval_")},
         "wall_time_s": round(time.time() - start, 1),
         "train_runtime_s": None if steps is None else steps["train_runtime"],

@@ -86,6 +86,23 @@ def test_a_flag_that_repeats_the_rows_own_is_the_rows_command():
     assert (cells[4], cells[-2]) == ("**95.5 ± 0.0 %** (10)", "2 (spread 0.4)")  # another value is another command
 
 
+def test_an_allocator_setting_is_in_the_command_and_not_the_rows_own(monkeypatch):
+    import run
+
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1048576")
+    assert run.allocator_env() == "MALLOC_MMAP_THRESHOLD_=1048576 "
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    assert run.allocator_env() == ""
+    (first, second) = [
+        r for r in report.load(RESULTS) if r.get("row") == "mnist-lenet-1pc-fixed" and r["mode"] == "full"
+    ]
+    tuned = {**second, "command": "MALLOC_MMAP_THRESHOLD_=1048576 " + second["command"]}
+    assert table_row(report.render([first, tuned]), "mnist-lenet-1pc-fixed")[4] == "**95.1 ± 0.0 %** (10)"
+    alone = report.render([tuned])  # the row's figure only while it has no plain run, and named under the table
+    assert table_row(alone, "mnist-lenet-1pc-fixed")[4] == "**95.5 ± 0.0 %** (10)"
+    assert "except `MALLOC_MMAP_THRESHOLD_=1048576 python benchmarks/run.py seed-s1/mnist-lenet-1pc-fixed" in alone
+
+
 def test_a_run_with_another_method_or_start_is_not_the_rows_figure():
     (first, _) = [r for r in report.load(RESULTS) if r.get("row") == "mnist-lenet-1pc-fixed" and r["mode"] == "full"]
     flags = " --distill_method distribution_matching"
