@@ -27,7 +27,9 @@ from hf_distill import (
 from hf_distill.learners import checkpointable_layers, head_parameter_names
 
 # transformers renamed `gradient_checkpointing` to `activation_checkpointing`; hf_distill honours either
-CHECKPOINTING = next(n for n in ("activation_checkpointing", "gradient_checkpointing") if hasattr(TrainingArguments, n))
+CHECKPOINTING = (
+    "activation_checkpointing" if hasattr(TrainingArguments, "activation_checkpointing") else "gradient_checkpointing"
+)
 
 
 @pytest.fixture
