@@ -282,3 +282,25 @@ def test_kernel_probe_hashes_each_operation_with_the_portable_kernels():
     hashes = dict(line.rsplit(maxsplit=1) for line in lines)
     assert {"conv2d backward", "conv1d backward", "matmul", "layer_norm backward"} <= set(hashes)
     assert all(len(h) == 12 for h in hashes.values()) and len(set(hashes.values())) == len(hashes)
+
+
+def test_embedding_only_copy_distils_the_same_set(tmp_path, text_dataset_dir, tiny_embedding_model):
+    import json
+
+    from conftest import QUICK_FLAGS
+    from embedding_only import embedding_only
+    from safetensors import safe_open
+
+    from hf_distill.cli import main
+
+    copy = embedding_only(tiny_embedding_model, tmp_path / "copy")
+    with safe_open(str(copy / "model.safetensors"), "pt") as f:
+        assert list(f.keys()) == ["embeddings.word_embeddings.weight"]
+    sets = {}
+    for name, model in (("full", tiny_embedding_model), ("copy", str(copy))):
+        argv = ["distill", "--dataset", text_dataset_dir, "--embedding_model", model, "--max_length", "8"]
+        assert main([*argv, "--learner", "textcnn", "--output_dir", str(tmp_path / name), *QUICK_FLAGS]) == 0
+        sets[name] = json.loads((tmp_path / name / "distillation.json").read_text())["data_sha256"]
+    assert sets["full"] == sets["copy"]
+    with pytest.raises(FileExistsError, match="not empty"):  # never writes into a folder that holds something
+        embedding_only(tiny_embedding_model, copy)
