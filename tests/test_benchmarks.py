@@ -304,3 +304,29 @@ def test_embedding_only_copy_distils_the_same_set(tmp_path, text_dataset_dir, ti
     assert sets["full"] == sets["copy"]
     with pytest.raises(FileExistsError, match="not empty"):  # never writes into a folder that holds something
         embedding_only(tiny_embedding_model, copy)
+
+
+def test_eval_protocol_scores_the_set_and_random_subsets_the_same_way(tmp_path, image_dataset_dir):
+    import torch
+    from conftest import distilled_set
+
+    from hf_distill import build_learner
+
+    learner = build_learner("convnet", 4, num_channels=1, image_size=8)
+    g = torch.Generator().manual_seed(0)
+    inputs, labels = torch.randn(4, 1, 8, 8, generator=g), torch.eye(4)
+    distilled_set(learner, inputs, labels, [f"class_{i}" for i in range(4)]).save(tmp_path / "images")
+    script = [sys.executable, BENCHMARKS / "eval_protocol.py", tmp_path / "images", image_dataset_dir, "--models", "2"]
+    runs = {}
+    for protocol in ("adam", "sgd"):
+        flags = ["--protocol", protocol, "--steps", "4", "--augmentation", "crop_scale_rotate"]
+        done = subprocess.run([*script, *flags], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        lines = dict(line.split(": ", 1) for line in done.stdout.splitlines()[1:3])
+        assert set(lines) == {"distilled", "random real"}
+        per_model = [float(a) for name in lines for a in lines[name].split("(")[1].rstrip(")").split()]
+        assert len(per_model) == 4 and all(0 <= a <= 1 for a in per_model)
+        runs[protocol] = lines
+    assert runs["adam"] != runs["sgd"]  # the protocol is what changed
+    done = subprocess.run([*script, "--augmentation", "crop_twirl"], capture_output=True, text=True)
+    assert done.returncode == 2 and "unknown operation(s) 'twirl'" in done.stderr
