@@ -24,8 +24,8 @@ def embedding_only(source: str, destination: Path) -> Path:
     from transformers import AutoModel
     from transformers.utils import logging
 
-    if destination.exists() and any(destination.iterdir()):
-        raise FileExistsError(f"{destination} exists and is not empty: choose a new folder.")
+    if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
+        raise FileExistsError(f"{destination} exists and is not an empty folder: choose a new folder.")
     matrix, tokenizer = load_input_embeddings(source)
     model = AutoModel.from_pretrained(source)
     weight = model.get_input_embeddings().weight

@@ -302,8 +302,9 @@ def test_embedding_only_copy_distils_the_same_set(tmp_path, text_dataset_dir, ti
         assert main([*argv, "--learner", "textcnn", "--output_dir", str(tmp_path / name), *QUICK_FLAGS]) == 0
         sets[name] = json.loads((tmp_path / name / "distillation.json").read_text())["data_sha256"]
     assert sets["full"] == sets["copy"]
-    with pytest.raises(FileExistsError, match="not empty"):  # never writes into a folder that holds something
-        embedding_only(tiny_embedding_model, copy)
+    for taken in (copy, copy / "model.safetensors"):  # never writes into a folder that holds something, or a file
+        with pytest.raises(FileExistsError, match="not an empty folder"):
+            embedding_only(tiny_embedding_model, taken)
 
 
 def test_eval_protocol_scores_the_set_and_random_subsets_the_same_way(tmp_path, image_dataset_dir):
