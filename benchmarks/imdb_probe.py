@@ -30,6 +30,11 @@ asks the same of mean-over-time pooling (over the convolution windows inside eac
 asks whether longer unrolls (as in random truncated back-propagation, Feng et al.) would be enough: the same probe
 with 100 and 300 full-batch SGD steps instead of 3, 10 and 30, on the lexicon set only (`--sets real` trains on
 the 200 real reviews instead, at about 2 s per step on one CPU thread; `--step_sizes` picks the step sizes).
+
+    python benchmarks/imdb_probe.py --feature_step_scales 10,30
+
+asks whether the filters only need larger steps than the classifier (as per-layer step sizes could learn): every
+tensor before the classifier (input LayerNorm and convolutions) takes steps that many times the step size.
 """
 
 import argparse
@@ -83,12 +88,18 @@ def main() -> None:
     parser.add_argument("--steps", default="3,10,30", help="numbers of full-batch SGD steps, comma-separated")
     parser.add_argument("--sets", default="real,lexicon", help="which tiny sets to train on, comma-separated")
     parser.add_argument("--step_sizes", default="0.01,0.03,0.1,0.3", help="SGD step sizes, comma-separated")
+    parser.add_argument(
+        "--feature_step_scales",
+        default="1",
+        help="factors on the step size of every tensor before the classifier, comma-separated",
+    )
     args = parser.parse_args()
     unknown = set(args.sets.split(",")) - {"real", "lexicon"}
     if unknown:
         parser.error(f"unknown --sets {', '.join(sorted(unknown))}: choose from real, lexicon")
     step_counts = [int(n) for n in args.steps.split(",")]
     step_sizes = [float(lr) for lr in args.step_sizes.split(",")]
+    scales = [float(s) for s in args.feature_step_scales.split(",")]
     torch.manual_seed(0)
     embeddings, tokenizer = load_input_embeddings(MINILM)
     data_args = DataArguments(
@@ -133,13 +144,15 @@ def main() -> None:
     mean = pooled.mean(0)
     ratio = mean.pow(2).sum() / (pooled - mean).pow(2).sum(1).mean()
     print(f"pooled features at init: common part / spread = {ratio:.1f}")
-    for (name, (sx, smask, sy)), lr, steps in itertools.product(sets.items(), step_sizes, step_counts):
+    names = [k for k, _ in learner.named_parameters()]
+    for (name, (sx, smask, sy)), scale, lr, steps in itertools.product(sets.items(), scales, step_sizes, step_counts):
+        per_tensor = torch.tensor([lr if k.startswith("classifier.") else lr * scale for k in names])
         accs, positive = [], []
         for seed in range(3):
             torch.manual_seed(100 + seed)
             learner.reset_parameters()
             params = {k: v.detach().clone() for k, v in learner.named_parameters()}
-            params = unroll(learner, params, sx, smask, sy, torch.full((steps,), lr), create_graph=False)
+            params = unroll(learner, params, sx, smask, sy, per_tensor.expand(steps, -1), create_graph=False)
             with torch.no_grad():
                 pred = torch.cat(
                     [
@@ -151,7 +164,8 @@ def main() -> None:
             positive.append(pred.float().mean().item())
         each = ", ".join(f"{a:.3f}" for a in accs)
         calls = ", ".join(f"{p:.2f}" for p in positive)
-        print(f"{name:8s} lr {lr:<5} steps {steps:4d}  accuracy {np.mean(accs):.3f} ({each})  called positive {calls}")
+        setting = f"{name:8s} lr {lr:<5}" + (f" x{scale:g} before the classifier" if scale != 1 else "")
+        print(f"{setting} steps {steps:4d}  accuracy {np.mean(accs):.3f} ({each})  called positive {calls}")
 
 
 if __name__ == "__main__":
