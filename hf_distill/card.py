@@ -54,15 +54,24 @@ def _protocol(meta: dict, config: dict) -> str:
     n = metrics.get("eval_num_models", config.get("num_eval_models"))
     init = meta.get("learner_init", "random")
     who = "the fixed init it was distilled for" if init == "fixed" else f"{init} inits never used in distillation"
-    if config.get("eval_protocol", "learned") == "learned":
+    protocol, steps = config.get("eval_protocol", "learned"), config.get("eval_train_steps")
+    optimizer = (
+        f"SGD steps (momentum 0.9, weight decay 5e-4) at lr {config.get('eval_learning_rate')}, divided by 10 after "
+        "half of them"
+        if protocol == "sgd"
+        else f"Adam steps at lr {config.get('eval_learning_rate')}"
+    )
+    if config.get("eval_augmentation"):
+        optimizer += f", each on images augmented with one of {config.get('augmentation', '').replace('_', ', ')}"
+    if protocol == "learned":
         how = "its learned step sizes (one full-batch gradient step each)"
     else:
-        how = f"{config.get('eval_train_steps')} full-batch Adam steps at lr {config.get('eval_learning_rate')}"
+        how = f"{steps} full-batch {optimizer}"
     size = metrics.get("eval_num_examples")
     return (
         f"mean ± std over {n} fresh learners ({who}), each trained on the set with {how} and measured on the "
         f"evaluation split{f' ({size:,} examples)' if size else ''}. The random real subset is trained from the same "
-        f"inits with {config.get('eval_train_steps')} full-batch Adam steps and hard labels."
+        f"inits with {steps} full-batch {optimizer}, and hard labels."
     )
 
 

@@ -8,6 +8,7 @@ from .augment import parse_augmentation
 DISTILL_METHODS = ("unrolled", "gradient_matching", "distribution_matching")
 TRUST_UNTRUSTED = ("drop", "soft")  # what the objective does with untrusted examples
 TRUST_LEARNERS = ("synthetic", "real")  # what the learners that score the real data are trained on
+EVAL_PROTOCOLS = ("learned", "adam", "sgd")  # how evaluate() trains the fresh learners on the set
 
 
 @dataclass
@@ -88,9 +89,10 @@ class DistillationConfig(TrainingArguments):
             consistency target in place of the label the split distrusts; `unrolled` only).
         trust_learners (`str`, defaults to `"real"`): what the scoring learners are trained on: the trusted real
             examples with their current labels (`real`: `trust_real_epochs` passes in mini-batches of
-            `per_device_train_batch_size` with Adam at `eval_learning_rate`, from a fresh init each round, short
-            enough that they have not yet fitted the wrong labels; the first round is at step 0), or the current
-            synthetic set (`synthetic`, as in evaluation: cheaper, but weaker learners make a less precise split).
+            `per_device_train_batch_size` with Adam at `eval_learning_rate`, or Adam's default rate with
+            `eval_protocol="sgd"`, from a fresh init each round, short enough that they have not yet fitted the wrong
+            labels; the first round is at step 0), or the current synthetic set (`synthetic`, as in evaluation:
+            cheaper, but weaker learners make a less precise split).
         trust_real_epochs (`float`, defaults to `1.0`): passes over the trusted real examples of a scoring learner
             (`trust_learners="real"`).
         trust_keep_fraction (`float` or `None`): trust this share of each class, the examples with the smallest
@@ -114,15 +116,21 @@ class DistillationConfig(TrainingArguments):
 
         num_eval_models (`int`, defaults to `10`): fresh learners trained on the distilled set by `evaluate()`.
         eval_protocol (`str`, defaults to `"learned"` with `unrolled`, else `"adam"`): train them with the learned
-            step sizes (`learned`) or with Adam (`adam`, `eval_train_steps` full-batch steps at `eval_learning_rate`).
-        eval_train_steps (`int`, defaults to `300`): Adam steps for `eval_protocol="adam"` and for the baseline.
+            step sizes (`learned`), with Adam (`adam`: `eval_train_steps` full-batch steps at `eval_learning_rate`),
+            or with SGD as the gradient- and distribution-matching papers' code evaluates a set (`sgd`: momentum 0.9,
+            weight decay 5e-4, `eval_train_steps` full-batch steps at `eval_learning_rate`, divided by 10 after half
+            of them; with `eval_augmentation` and the defaults, their protocol for a set of up to 256 examples, which
+            they train in batches of 256).
+        eval_train_steps (`int`, defaults to `300`, or `1000` with `eval_protocol="sgd"`): full-batch steps of the
+            evaluation learners (`adam`, `sgd`) and of the baseline's.
         eval_augmentation (`bool`, defaults to `False`): train the evaluation learners and the baseline's with
             `augmentation`, a fresh draw per example and step (the matching papers' evaluation).
-        eval_learning_rate (`float`, defaults to `0.001`, or `5e-5` for a pretrained learner): Adam step size for the
-            same (a pretrained transformer is fine-tuned at a fine-tuning rate).
-        eval_baseline (`bool`, defaults to `True`): also train on random real subsets of the same size (hard labels,
-            Adam), the baseline that says whether distillation helped. Evaluations during training
-            (`eval_strategy`) skip it: it does not change as the set learns.
+        eval_learning_rate (`float`, defaults to `0.001`, or `5e-5` for a pretrained learner, or `0.01` with
+            `eval_protocol="sgd"`): step size for the same (a pretrained transformer is fine-tuned at a fine-tuning
+            rate).
+        eval_baseline (`bool`, defaults to `True`): also train on random real subsets of the same size (hard labels;
+            Adam, or SGD with `eval_protocol="sgd"`), the baseline that says whether distillation helped. Evaluations
+            during training (`eval_strategy`) skip it: it does not change as the set learns.
         metric_for_best_model (`str`, defaults to `"accuracy"` with `load_best_model_at_end`): the Trainer's option,
             with the distilled set's mean accuracy as its default instead of a loss, which `evaluate()` does not
             report. `load_best_model_at_end` then keeps the checkpoint whose set scored best on `eval_dataset`: pass a
@@ -253,14 +261,17 @@ class DistillationConfig(TrainingArguments):
     eval_protocol: str | None = field(
         default=None,
         metadata={
-            "help": "Train eval learners with learned step sizes or Adam (default: learned for unrolled, else adam).",
-            "choices": ["learned", "adam"],
+            "help": "Train eval learners with learned step sizes, Adam, or SGD as the DC/DM code (default: learned "
+            "for unrolled, else adam).",
+            "choices": list(EVAL_PROTOCOLS),
         },
     )
-    eval_train_steps: int = field(default=300, metadata={"help": "Adam steps (eval_protocol=adam and baseline)."})
+    eval_train_steps: int | None = field(
+        default=None, metadata={"help": "Full-batch steps (eval_protocol adam/sgd, baseline; default 300, sgd 1000)."}
+    )
     eval_learning_rate: float | None = field(
         default=None,
-        metadata={"help": "Adam step size (eval_protocol=adam and baseline; default 1e-3, 5e-5 for pretrained)."},
+        metadata={"help": "Its step size (default 1e-3, 5e-5 for pretrained learners, 0.01 with eval_protocol=sgd)."},
     )
     eval_augmentation: bool = field(
         default=False, metadata={"help": "Train the evaluation learners (and the baseline) with `augmentation`."}
@@ -395,6 +406,11 @@ class DistillationConfig(TrainingArguments):
             self.learn_labels = self.distill_method != "distribution_matching"
         if self.eval_protocol is None:
             self.eval_protocol = "learned" if unrolled else "adam"
+        if self.eval_protocol not in EVAL_PROTOCOLS:
+            choices = ", ".join(map(repr, EVAL_PROTOCOLS))
+            raise ValueError(f"eval_protocol must be one of {choices} (got {self.eval_protocol!r}).")
+        if self.eval_train_steps is None:
+            self.eval_train_steps = 1000 if self.eval_protocol == "sgd" else 300
 
     @property
     def total_inner_steps(self) -> int:

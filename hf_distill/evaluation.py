@@ -16,30 +16,55 @@ def accuracy(eval_pred: EvalPrediction) -> dict[str, float]:
     return {"accuracy": float((np.asarray(logits).argmax(-1) == np.asarray(labels)).mean())}
 
 
+EVAL_OPTIMIZERS = ("adam", "sgd")
+
+
 def train_on_set(
-    learner, params, inputs, attention_mask, labels, *, step_sizes=None, steps=300, lr=1e-3, augment=None
+    learner,
+    params,
+    inputs,
+    attention_mask,
+    labels,
+    *,
+    step_sizes=None,
+    steps=300,
+    lr=1e-3,
+    optimizer="adam",
+    augment=None,
 ) -> dict:
     """Train a learner from `params` on a (small) set: with the learned `step_sizes` (one full-batch SGD step
-    each, as in distillation), or else with `steps` full-batch Adam steps, each on `augment(inputs, step)` when
-    given. `labels` are ints or soft labels."""
+    each, as in distillation), or else with `steps` full-batch steps of `optimizer` (see `train_on_batches`), each
+    on `augment(inputs, step)` when given. `labels` are ints or soft labels."""
     if step_sizes is not None:
         return unroll(learner, params, inputs, attention_mask, labels, step_sizes, create_graph=False)
     if augment is not None:
         batches = ((augment(inputs, step), attention_mask, labels) for step in range(steps))
     else:
         batches = itertools.repeat((inputs, attention_mask, labels), steps)
-    return train_on_batches(learner, params, batches, lr=lr)
+    return train_on_batches(learner, params, batches, lr=lr, optimizer=optimizer, steps=steps)
 
 
-def train_on_batches(learner, params, batches, *, lr=1e-3) -> dict:
-    """Train a learner from `params` with Adam, one step per `(inputs, attention_mask, labels)` of `batches`."""
+def train_on_batches(learner, params, batches, *, lr=1e-3, optimizer="adam", steps=None) -> dict:
+    """Train a learner from `params`, one step per `(inputs, attention_mask, labels)` of `batches`: with Adam, or
+    (`optimizer="sgd"`) with SGD as the gradient- and distribution-matching papers' code evaluates a set (momentum
+    0.9, weight decay 5e-4, `lr` divided by 10 after half of the `steps`)."""
+    if optimizer not in EVAL_OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(EVAL_OPTIMIZERS)}, not {optimizer!r}.")
     params = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
-    optimizer = torch.optim.Adam(params.values(), lr=lr)
+    if optimizer == "adam":
+        opt, schedule = torch.optim.Adam(params.values(), lr=lr), None
+    else:
+        if steps is None:
+            raise ValueError("optimizer='sgd' needs `steps`: its rate drops tenfold after half of them.")
+        opt = torch.optim.SGD(params.values(), lr=lr, momentum=0.9, weight_decay=5e-4)
+        schedule = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[steps // 2], gamma=0.1)
     with torch.enable_grad():
         for inputs, attention_mask, labels in batches:
-            optimizer.zero_grad()
+            opt.zero_grad()
             soft_cross_entropy(learner_logits(learner, params, inputs, attention_mask), labels).backward()
-            optimizer.step()
+            opt.step()
+            if schedule is not None:
+                schedule.step()
     return {k: v.detach() for k, v in params.items()}
 
 

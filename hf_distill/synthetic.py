@@ -250,13 +250,19 @@ class DistilledDataset:
 
         return from_hub(repo_id, revision=revision, token=token, cache_dir=cache_dir)
 
-    def train_learner(self, learner=None, *, protocol: str | None = None, seed: int = 0, steps=None, lr=None):
+    def train_learner(
+        self, learner=None, *, protocol: str | None = None, seed: int = 0, steps=None, lr=None, augmentation=None
+    ):
         """A learner trained on this set, ready for `save_pretrained`. Default: a fresh copy of the learner it was
         distilled for (its fixed init when there is one, else drawn from `seed`). `protocol`: `learned` (one step
-        per learned step size) or `adam` (`steps` full-batch Adam steps at `lr`: default 1e-3, or 5e-5 for a
-        pretrained transformer, as in `DistillationConfig.eval_learning_rate`). `None` (default): the protocol,
-        steps and rate the set was evaluated with when it was distilled (`adam` for the matching objectives, whose
-        step sizes are not learned), else `learned` when the set has step sizes."""
+        per learned step size), `adam` (`steps` full-batch Adam steps at `lr`: default 300 at 1e-3, or 5e-5 for a
+        pretrained transformer) or `sgd` (the gradient- and distribution-matching papers' SGD: default 1,000 steps
+        at 0.01, divided by 10 after half), as in `DistillationConfig.eval_protocol`. `augmentation` (`adam`, `sgd`;
+        image sets): operations of `hf_distill.augment` joined by `_`, one drawn per step with per-image parameters.
+        `None` (default): the protocol, steps, rate and augmentation the set was evaluated with when it was
+        distilled (`adam` for the matching objectives, whose step sizes are not learned), else `learned` when the
+        set has step sizes; an explicitly other optimiser gets its own defaults."""
+        from .augment import augment, parse_augmentation
         from .evaluation import train_on_set
         from .learners import (
             LEARNERS,
@@ -285,13 +291,21 @@ class DistilledDataset:
                 f"The learner has {learner.config.num_labels} labels but the set has {self.soft_labels.shape[1]}."
             )
         config = self.metadata.get("config") or {}
-        if protocol is None:
-            protocol = config.get("eval_protocol") or ("learned" if self.step_sizes is not None else "adam")
-        steps = config.get("eval_train_steps", 300) if steps is None else steps
-        lr = config.get("eval_learning_rate") if lr is None else lr
-        if protocol not in ("learned", "adam") or (protocol == "learned" and self.step_sizes is None):
-            raise ValueError(f"protocol must be 'learned' (needs step sizes) or 'adam', not {protocol!r}.")
-        lr = adam_learning_rate(learner) if lr is None else lr
+        evaluated = config.get("eval_protocol") or ("learned" if self.step_sizes is not None else "adam")
+        protocol = evaluated if protocol is None else protocol
+        if protocol not in ("learned", "adam", "sgd") or (protocol == "learned" and self.step_sizes is None):
+            raise ValueError(f"protocol must be 'learned' (needs step sizes), 'adam' or 'sgd', not {protocol!r}.")
+        sgd = protocol == "sgd"
+        if sgd == (evaluated == "sgd"):  # the optimiser evaluate() trained with (Adam for `learned`'s baseline)
+            steps = config.get("eval_train_steps") if steps is None else steps
+            lr = config.get("eval_learning_rate") if lr is None else lr
+            if augmentation is None and protocol != "learned" and config.get("eval_augmentation"):
+                augmentation = config.get("augmentation")
+        steps = (1000 if sgd else 300) if steps is None else steps
+        lr = (0.01 if sgd else adam_learning_rate(learner)) if lr is None else lr
+        ops = parse_augmentation(augmentation)
+        if ops and self.modality != "image":
+            raise ValueError(f"augmentation transforms images; this is a {self.modality} set.")
         params = {k: v.detach() for k, v in trainable_parameters(learner).items()}
         per_tensor = protocol == "learned" and self.step_sizes.ndim == 2
         if per_tensor and self.step_sizes.shape[1] != len(params):
@@ -308,6 +322,8 @@ class DistilledDataset:
             step_sizes=self.step_sizes if protocol == "learned" else None,
             steps=steps,
             lr=lr,
+            optimizer="sgd" if sgd else "adam",
+            augment=(lambda x, step: augment(x, ops, seed * 1_000_003 + step, per_example=True)) if ops else None,
         )
         learner.load_state_dict(trained, strict=False)
         return learner

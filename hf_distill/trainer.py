@@ -157,7 +157,7 @@ class DistillationTrainer(Trainer):
         if args.learner_init is None:
             args.learner_init = "pretrained" if self.pretrained else "random"
         if args.eval_learning_rate is None:
-            args.eval_learning_rate = adam_learning_rate(learner)
+            args.eval_learning_rate = 0.01 if args.eval_protocol == "sgd" else adam_learning_rate(learner)
         check_setup(args, learner, self.class_names, self.train_labels, embedding_matrix)
         # Its weights are passed functionally; no dropout (eval, or p=0 for pretrained learners)
         self.learner = learner.eval().requires_grad_(False)
@@ -364,14 +364,17 @@ class DistillationTrainer(Trainer):
     def _train_trust_learner(self, init, seed: int):
         """A scoring learner: trained on the current synthetic set, or (`trust_learners="real"`) on the trusted real
         examples."""
-        lr = self.args.eval_learning_rate
-        if self.args.trust_learners == "real":
+        args, lr = self.args, self.args.eval_learning_rate
+        if args.trust_learners == "real":  # with Adam, at the evaluation's rate unless that is SGD's
+            lr = adam_learning_rate(self.learner) if args.eval_protocol == "sgd" else lr
             return train_on_batches(self.learner, init, self._trusted_batches(seed), lr=lr)
         x, mask, y, steps = (
             t.detach() if t is not None else None for t in self.accelerator.unwrap_model(self.model)()
         )
-        steps = steps if self.args.eval_protocol == "learned" else None
-        return train_on_set(self.learner, init, x, mask, y, step_sizes=steps, steps=self.args.eval_train_steps, lr=lr)
+        steps = steps if args.eval_protocol == "learned" else None
+        return train_on_set(
+            self.learner, init, x, mask, y, step_sizes=steps, steps=args.eval_train_steps, lr=lr, optimizer=self._optim
+        )
 
     def _trusted_batches(self, seed: int):
         """`trust_real_epochs` passes over the trusted real examples in random mini-batches, with their current
@@ -430,6 +433,11 @@ class DistillationTrainer(Trainer):
             logs["inner_step_size"] = round(self.model.step_sizes().detach().mean().item(), 6)
         super().log(logs, start_time)
 
+    @property
+    def _optim(self) -> str:
+        """The optimiser of evaluation learners trained without the learned step sizes, and of the baseline's."""
+        return "sgd" if self.args.eval_protocol == "sgd" else "adam"
+
     def _eval_batches(self, rows: TensorRows):
         batch_size = self.args.per_device_eval_batch_size * 32
         for batch in DataLoader(rows, batch_size=batch_size, collate_fn=default_data_collator):
@@ -467,6 +475,7 @@ class DistillationTrainer(Trainer):
                     step_sizes=steps,
                     steps=args.eval_train_steps,
                     lr=args.eval_learning_rate,
+                    optimizer=self._optim,
                     augment=augmenter,
                 )
                 metrics = self.compute_metrics(predict(self.learner, params, self._eval_batches(rows)))
@@ -482,6 +491,7 @@ class DistillationTrainer(Trainer):
                     by,
                     steps=args.eval_train_steps,
                     lr=args.eval_learning_rate,
+                    optimizer=self._optim,
                     augment=augmenter,
                 )
                 baseline_runs.append(

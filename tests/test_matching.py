@@ -5,7 +5,11 @@ import torch
 from conftest import quick_config
 
 from hf_distill import DistillationConfig, DistillationTrainer, build_learner
+from hf_distill.card import render_card
+from hf_distill.evaluation import train_on_set
+from hf_distill.learners import soft_cross_entropy
 from hf_distill.methods import distribution_matching_loss, gradient_matching_loss, learner_features
+from hf_distill.methods.unrolled import learner_logits
 
 METHODS = ["gradient_matching", "distribution_matching"]
 
@@ -128,6 +132,11 @@ def test_defaults_follow_the_method(tmp_path):
     assert (gm.learn_labels, gm.learn_step_sizes, gm.eval_protocol) == (True, False, "adam")
     unrolled = DistillationConfig(output_dir=str(tmp_path))
     assert (unrolled.learn_labels, unrolled.learn_step_sizes, unrolled.eval_protocol) == (True, True, "learned")
+    assert (dm.eval_train_steps, unrolled.eval_train_steps) == (300, 300)
+    sgd = DistillationConfig(output_dir=str(tmp_path), distill_method="distribution_matching", eval_protocol="sgd")
+    assert sgd.eval_train_steps == 1000  # the DC/DM code's 1,000 epochs (one full batch each for a small set)
+    with pytest.raises(ValueError, match="eval_protocol must be one of 'learned', 'adam', 'sgd'"):
+        DistillationConfig(output_dir=str(tmp_path), eval_protocol="rmsprop")
 
 
 def test_distribution_matching_trains_learners_on_hard_labels(tmp_path, image_data):
@@ -146,3 +155,43 @@ def test_matching_needs_an_example_per_class(tmp_path, image_data):
     args = quick_config(tmp_path, distill_method="gradient_matching", num_synthetic=2)
     with pytest.raises(ValueError, match="at least one synthetic example per class"):
         DistillationTrainer(args=args, train_dataset=train, eval_dataset=test)
+
+
+def test_sgd_evaluation_is_the_matching_papers_sgd():
+    """`optimizer="sgd"`: momentum 0.9, weight decay 5e-4, and the rate divided by 10 after half of the steps."""
+    learner = build_learner("convnet", 3, num_channels=1, image_size=8, width=4).eval()
+    params = {k: v.detach() for k, v in learner.named_parameters()}
+    x, y = torch.randn(4, 1, 8, 8), torch.softmax(torch.randn(4, 3), -1)
+
+    def gradients(p):
+        p = {k: v.detach().requires_grad_() for k, v in p.items()}
+        loss = soft_cross_entropy(learner_logits(learner, p, x, None), y)
+        return dict(zip(p, torch.autograd.grad(loss, list(p.values()))))
+
+    expected, momentum = dict(params), {}
+    for step, rate in enumerate([0.1, 0.01]):  # 2 steps: the second after half of them
+        g = gradients(expected)
+        for k in expected:
+            d = g[k] + 5e-4 * expected[k]
+            momentum[k] = d if step == 0 else 0.9 * momentum[k] + d
+            expected[k] = expected[k] - rate * momentum[k]
+    trained = train_on_set(learner, params, x, None, y, steps=2, lr=0.1, optimizer="sgd")
+    assert all(torch.allclose(trained[k], expected[k], atol=1e-6) for k in expected)
+
+
+def test_evaluate_with_sgd_trains_the_set_and_the_baseline_alike_and_says_so(tmp_path, image_data):
+    train, test = image_data
+
+    def evaluate(**kw):
+        args = quick_config(tmp_path, distill_method="distribution_matching", max_steps=1, eval_train_steps=20, **kw)
+        learner = build_learner("convnet", 4, image_size=8, width=8)
+        trainer = DistillationTrainer(args=args, train_dataset=train, eval_dataset=test, learner=learner)
+        return trainer, trainer.evaluate()
+
+    _, adam = evaluate()
+    trainer, sgd = evaluate(eval_protocol="sgd")
+    assert trainer.args.eval_learning_rate == 0.01  # SGD's default rate, not Adam's
+    assert sgd["eval_accuracy"] != adam["eval_accuracy"]
+    assert sgd["eval_baseline_accuracy"] != adam["eval_baseline_accuracy"]
+    card = render_card(trainer.distilled_dataset()).text
+    assert "20 full-batch SGD steps (momentum 0.9, weight decay 5e-4) at lr 0.01" in card

@@ -82,7 +82,7 @@ def test_train_learner_rebuilds_the_learner_and_trains_it(make):
     untrained = distilled.train_learner(protocol="adam", steps=0)
     assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), untrained.parameters()))
     with pytest.raises(ValueError, match="protocol must be"):
-        distilled.train_learner(protocol="sgd")
+        distilled.train_learner(protocol="rmsprop")
 
 
 def test_train_learner_follows_the_protocol_the_set_was_evaluated_with():
@@ -98,6 +98,27 @@ def test_train_learner_follows_the_protocol_the_set_was_evaluated_with():
         torch.equal(a, b) for a, b in zip(default, weights(distilled.train_learner(protocol="adam", steps=7, lr=0.01)))
     )
     assert any(not torch.equal(a, b) for a, b in zip(default, weights(distilled.train_learner(protocol="learned"))))
+
+
+def test_train_learner_with_sgd_gets_sgd_defaults_and_augments_images_only():
+    distilled = image_set()  # evaluated with the learned step sizes: Adam's settings in its config are the baseline's
+    distilled.metadata["config"] = {"eval_protocol": "learned", "eval_train_steps": 7, "eval_learning_rate": 0.5}
+
+    def weights(model):
+        return [p.detach() for p in model.parameters()]
+
+    sgd = weights(distilled.train_learner(protocol="sgd", steps=3))
+    at_its_rate = weights(distilled.train_learner(protocol="sgd", steps=3, lr=0.01))
+    assert all(torch.equal(a, b) for a, b in zip(sgd, at_its_rate))
+    assert any(not torch.equal(a, b) for a, b in zip(sgd, weights(distilled.train_learner(protocol="adam", steps=3))))
+    crop = weights(distilled.train_learner(protocol="sgd", steps=3, augmentation="crop"))
+    assert any(not torch.equal(a, b) for a, b in zip(sgd, crop))
+    # a set evaluated with SGD and augmentation is trained that way again by default
+    distilled.metadata["config"] = {"eval_protocol": "sgd", "eval_train_steps": 3, "eval_learning_rate": 0.01}
+    distilled.metadata["config"].update(eval_augmentation=True, augmentation="crop")
+    assert all(torch.equal(a, b) for a, b in zip(crop, weights(distilled.train_learner())))
+    with pytest.raises(ValueError, match="augmentation transforms images; this is a text set"):
+        text_set().train_learner(protocol="sgd", augmentation="crop")
 
 
 def test_initial_labels_cover_every_class_even_with_fewer_examples():
