@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from .augment import parse_augmentation
+from .evaluation import EVAL_TRAIN_STEPS, eval_optimizer
 
 DISTILL_METHODS = ("unrolled", "gradient_matching", "distribution_matching")
 TRUST_UNTRUSTED = ("drop", "soft")  # what the objective does with untrusted examples
@@ -410,7 +411,7 @@ class DistillationConfig(TrainingArguments):
             choices = ", ".join(map(repr, EVAL_PROTOCOLS))
             raise ValueError(f"eval_protocol must be one of {choices} (got {self.eval_protocol!r}).")
         if self.eval_train_steps is None:
-            self.eval_train_steps = 1000 if self.eval_protocol == "sgd" else 300
+            self.eval_train_steps = EVAL_TRAIN_STEPS[eval_optimizer(self.eval_protocol)]
 
     @property
     def total_inner_steps(self) -> int:

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from transformers import EvalPrediction
 
-from .learners import soft_cross_entropy
+from .learners import adam_learning_rate, soft_cross_entropy
 from .methods.unrolled import learner_logits, unroll
 
 
@@ -16,7 +16,18 @@ def accuracy(eval_pred: EvalPrediction) -> dict[str, float]:
     return {"accuracy": float((np.asarray(logits).argmax(-1) == np.asarray(labels)).mean())}
 
 
-EVAL_OPTIMIZERS = ("adam", "sgd")
+EVAL_TRAIN_STEPS = {"adam": 300, "sgd": 1000}  # each evaluation optimiser's default number of full-batch steps
+
+
+def eval_optimizer(protocol: str) -> str:
+    """The optimiser of evaluation learners trained without the learned step sizes, and of the baseline's: SGD for
+    `eval_protocol="sgd"`, else Adam."""
+    return "sgd" if protocol == "sgd" else "adam"
+
+
+def eval_learning_rate(learner, optimizer: str) -> float:
+    """Its default step size: the DC/DM code's 0.01 for SGD, else Adam's for this learner."""
+    return 0.01 if optimizer == "sgd" else adam_learning_rate(learner)
 
 
 def train_on_set(
@@ -48,8 +59,8 @@ def train_on_batches(learner, params, batches, *, lr=1e-3, optimizer="adam", ste
     """Train a learner from `params`, one step per `(inputs, attention_mask, labels)` of `batches`: with Adam, or
     (`optimizer="sgd"`) with SGD as the gradient- and distribution-matching papers' code evaluates a set (momentum
     0.9, weight decay 5e-4, `lr` divided by 10 after half of the `steps`)."""
-    if optimizer not in EVAL_OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {', '.join(EVAL_OPTIMIZERS)}, not {optimizer!r}.")
+    if optimizer not in EVAL_TRAIN_STEPS:
+        raise ValueError(f"optimizer must be one of {', '.join(EVAL_TRAIN_STEPS)}, not {optimizer!r}.")
     params = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
     if optimizer == "adam":
         opt, schedule = torch.optim.Adam(params.values(), lr=lr), None

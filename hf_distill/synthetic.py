@@ -263,11 +263,11 @@ class DistilledDataset:
         distilled (`adam` for the matching objectives, whose step sizes are not learned), else `learned` when the
         set has step sizes; an explicitly other optimiser gets its own defaults."""
         from .augment import augment, parse_augmentation
-        from .evaluation import train_on_set
+        from .config import EVAL_PROTOCOLS
+        from .evaluation import EVAL_TRAIN_STEPS, eval_learning_rate, eval_optimizer, train_on_set
         from .learners import (
             LEARNERS,
             LearnerConfig,
-            adam_learning_rate,
             fresh_head,
             load_pretrained_learner,
             trainable_parameters,
@@ -293,16 +293,16 @@ class DistilledDataset:
         config = self.metadata.get("config") or {}
         evaluated = config.get("eval_protocol") or ("learned" if self.step_sizes is not None else "adam")
         protocol = evaluated if protocol is None else protocol
-        if protocol not in ("learned", "adam", "sgd") or (protocol == "learned" and self.step_sizes is None):
+        if protocol not in EVAL_PROTOCOLS or (protocol == "learned" and self.step_sizes is None):
             raise ValueError(f"protocol must be 'learned' (needs step sizes), 'adam' or 'sgd', not {protocol!r}.")
-        sgd = protocol == "sgd"
-        if sgd == (evaluated == "sgd"):  # the optimiser evaluate() trained with (Adam for `learned`'s baseline)
+        optimizer = eval_optimizer(protocol)
+        if optimizer == eval_optimizer(evaluated):  # evaluate() trained with it (Adam: `learned`'s baseline)
             steps = config.get("eval_train_steps") if steps is None else steps
             lr = config.get("eval_learning_rate") if lr is None else lr
             if augmentation is None and protocol != "learned" and config.get("eval_augmentation"):
                 augmentation = config.get("augmentation")
-        steps = (1000 if sgd else 300) if steps is None else steps
-        lr = (0.01 if sgd else adam_learning_rate(learner)) if lr is None else lr
+        steps = EVAL_TRAIN_STEPS[optimizer] if steps is None else steps
+        lr = eval_learning_rate(learner, optimizer) if lr is None else lr
         ops = parse_augmentation(augmentation)
         if ops and self.modality != "image":
             raise ValueError(f"augmentation transforms images; this is a {self.modality} set.")
@@ -322,7 +322,7 @@ class DistilledDataset:
             step_sizes=self.step_sizes if protocol == "learned" else None,
             steps=steps,
             lr=lr,
-            optimizer="sgd" if sgd else "adam",
+            optimizer=optimizer,
             augment=(lambda x, step: augment(x, ops, seed * 1_000_003 + step, per_example=True)) if ops else None,
         )
         learner.load_state_dict(trained, strict=False)

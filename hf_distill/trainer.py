@@ -25,7 +25,15 @@ from .checks import check_setup
 from .config import DistillationConfig
 from .data import TensorRows, label_names_of, load_input_embeddings
 from .environment import run_environment, use_portable_cpu_kernels
-from .evaluation import accuracy, predict, summarize, train_on_batches, train_on_set
+from .evaluation import (
+    accuracy,
+    eval_learning_rate,
+    eval_optimizer,
+    predict,
+    summarize,
+    train_on_batches,
+    train_on_set,
+)
 from .hub import check_repo_id, check_token
 from .learners import (
     _Learner,
@@ -157,7 +165,7 @@ class DistillationTrainer(Trainer):
         if args.learner_init is None:
             args.learner_init = "pretrained" if self.pretrained else "random"
         if args.eval_learning_rate is None:
-            args.eval_learning_rate = 0.01 if args.eval_protocol == "sgd" else adam_learning_rate(learner)
+            args.eval_learning_rate = eval_learning_rate(learner, eval_optimizer(args.eval_protocol))
         check_setup(args, learner, self.class_names, self.train_labels, embedding_matrix)
         # Its weights are passed functionally; no dropout (eval, or p=0 for pretrained learners)
         self.learner = learner.eval().requires_grad_(False)
@@ -372,8 +380,9 @@ class DistillationTrainer(Trainer):
             t.detach() if t is not None else None for t in self.accelerator.unwrap_model(self.model)()
         )
         steps = steps if args.eval_protocol == "learned" else None
+        optimizer = eval_optimizer(args.eval_protocol)
         return train_on_set(
-            self.learner, init, x, mask, y, step_sizes=steps, steps=args.eval_train_steps, lr=lr, optimizer=self._optim
+            self.learner, init, x, mask, y, step_sizes=steps, steps=args.eval_train_steps, lr=lr, optimizer=optimizer
         )
 
     def _trusted_batches(self, seed: int):
@@ -433,11 +442,6 @@ class DistillationTrainer(Trainer):
             logs["inner_step_size"] = round(self.model.step_sizes().detach().mean().item(), 6)
         super().log(logs, start_time)
 
-    @property
-    def _optim(self) -> str:
-        """The optimiser of evaluation learners trained without the learned step sizes, and of the baseline's."""
-        return "sgd" if self.args.eval_protocol == "sgd" else "adam"
-
     def _eval_batches(self, rows: TensorRows):
         batch_size = self.args.per_device_eval_batch_size * 32
         for batch in DataLoader(rows, batch_size=batch_size, collate_fn=default_data_collator):
@@ -475,7 +479,7 @@ class DistillationTrainer(Trainer):
                     step_sizes=steps,
                     steps=args.eval_train_steps,
                     lr=args.eval_learning_rate,
-                    optimizer=self._optim,
+                    optimizer=eval_optimizer(args.eval_protocol),
                     augment=augmenter,
                 )
                 metrics = self.compute_metrics(predict(self.learner, params, self._eval_batches(rows)))
@@ -491,7 +495,7 @@ class DistillationTrainer(Trainer):
                     by,
                     steps=args.eval_train_steps,
                     lr=args.eval_learning_rate,
-                    optimizer=self._optim,
+                    optimizer=eval_optimizer(args.eval_protocol),
                     augment=augmenter,
                 )
                 baseline_runs.append(
