@@ -102,7 +102,7 @@ def _matching(dataset: str, method: str, published: dict[int, float] | None = No
 # An unrolled fixed-init run is chaotic: rounding sends it down another path, and each CPU model rounds its own way
 # unless the kernels are portable (--full_determinism on a CPU, docs/method.md *Reproducibility*). The MNIST rows
 # and the 1-per-class TREC-6 and SST-5 rows use them so that their figures repeat on other machines. The other text
-# rows do not: portable kernels make a TextCNN's outer step 3 to 4 times slower, and those rows already take 1.5 to
+# rows do not: portable kernels make a TextCNN's outer step 3.4 to 4.5 times slower, and those rows already take 1.5 to
 # 3 hours here with the CPU's own kernels (docs/benchmarks.md, *Where the suites stand*).
 PORTABLE = ("--full_determinism", "true")
 

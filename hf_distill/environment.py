@@ -50,8 +50,8 @@ def cpu_model_id() -> str:
 
 
 def use_portable_cpu_kernels() -> bool:
-    """Switch to kernels meant to round alike on every x86-64 CPU model (about 1.7 times slower for LeNet, 4 for a
-    TextCNN); returns whether they are in effect. Call it before torch's first operation: the CLI does, for
+    """Switch to kernels meant to round alike on every x86-64 CPU model (about 1.7 times slower for LeNet, 3.4 to
+    4.5 for a TextCNN); returns whether they are in effect. Call it before torch's first operation: the CLI does, for
     `--full_determinism`."""
     os.environ.update(PORTABLE_CPU_ENV)
     torch.backends.mkldnn.enabled = False

@@ -294,7 +294,8 @@ class DistilledDataset:
         evaluated = config.get("eval_protocol") or ("learned" if self.step_sizes is not None else "adam")
         protocol = evaluated if protocol is None else protocol
         if protocol not in EVAL_PROTOCOLS or (protocol == "learned" and self.step_sizes is None):
-            raise ValueError(f"protocol must be 'learned' (needs step sizes), 'adam' or 'sgd', not {protocol!r}.")
+            choices = ", ".join(map(repr, EVAL_PROTOCOLS))
+            raise ValueError(f"protocol must be one of {choices} ('learned' needs step sizes), not {protocol!r}.")
         optimizer = eval_optimizer(protocol)
         if optimizer == eval_optimizer(evaluated):  # evaluate() trained with it (Adam: `learned`'s baseline)
             steps = config.get("eval_train_steps") if steps is None else steps
