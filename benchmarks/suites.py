@@ -113,7 +113,7 @@ NOISE = {
 }
 # MNIST's like-for-like setting in docs/benchmarks-noisy.md: learned step sizes bounded in every row (unbounded, they
 # diverged for some inits), and a trust round every 1,000 of the 8,000 outer steps in the trust-aware rows. IMDB's
-# rows: 400 outer steps and the 2,000-review test subset (a trust-aware row takes 1.5 to 2 hours on a CPU core so).
+# rows: 400 outer steps and the 2,000-review test subset (even so a trust-aware row takes 1.5 to 2.2 h on one core).
 NOISY_FLAGS = {"mnist": ("--max_step_size", "0.15"), "imdb": ("--max_steps", "400", "--eval_max_samples", "2000")}
 TRUST_FLAGS = {"mnist": ("--trust_interval", "1000")}
 
