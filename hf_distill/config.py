@@ -76,6 +76,10 @@ class DistillationConfig(TrainingArguments):
             `None` back-propagates through all of them.
         random_truncation (`bool`, defaults to `False`): with `backprop_steps`, stop the unroll after a random
             number of steps in [`backprop_steps`, all] each outer step (Feng et al., ICLR 2024, RaT-BPTT).
+        skip_gradient_spikes (`float` or `None`): drop the gradient of an outer step whose norm (before clipping) is
+            more than this many times the median of the last 100 outer steps' norms, so that a chaotic unroll's
+            spike does not move the set (its optimiser still takes the step, with momentum only). `None`: keep
+            every gradient. The count is logged as `skipped_steps`.
 
         > Noisy labels
 
@@ -212,6 +216,10 @@ class DistillationConfig(TrainingArguments):
     random_truncation: bool = field(
         default=False, metadata={"help": "Unroll a random number of steps in [backprop_steps, all] (RaT-BPTT)."}
     )
+    skip_gradient_spikes: float | None = field(
+        default=None,
+        metadata={"help": "Drop an outer gradient above this many times the median of the last 100 norms."},
+    )
 
     # Noisy labels
     trust_aware: bool = field(
@@ -343,6 +351,8 @@ class DistillationConfig(TrainingArguments):
             raise ValueError(
                 f"max_step_size must be >= step_size_init > 0 (got {self.max_step_size}, {self.step_size_init})."
             )
+        if self.skip_gradient_spikes is not None and self.skip_gradient_spikes <= 1:
+            raise ValueError(f"skip_gradient_spikes must be > 1 (got {self.skip_gradient_spikes}).")
         if self.random_truncation and self.backprop_steps is None:
             raise ValueError("random_truncation needs backprop_steps (the length of the back-propagated window).")
         self._resolve_method_options()

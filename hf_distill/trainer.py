@@ -3,6 +3,7 @@ import math
 import os
 import random
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from functools import partial
@@ -194,6 +195,8 @@ class DistillationTrainer(Trainer):
         self._unrolls = (-1, 0)  # (global step, unrolls at that step): seeds that survive a resume
         self.trust = TrustState.start(self.train_labels) if args.trust_aware else None
         self.trust_logs: dict[str, float] = {}
+        self._gradient_norms: deque[float] = deque(maxlen=100)  # recent outer gradient norms (skip_gradient_spikes)
+        self.skipped_steps = 0
         self._hub_pusher = None  # the one background thread that pushes checkpoints' sets (hub_strategy="every_save")
 
     def _default_learner(self, example) -> str:
@@ -306,6 +309,27 @@ class DistillationTrainer(Trainer):
                 "or set backprop_steps."
             )
         return (loss, {"loss": loss}) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.args.skip_gradient_spikes is not None and self.accelerator.sync_gradients:
+            self._drop_gradient_spike()
+        return loss
+
+    def _drop_gradient_spike(self) -> bool:
+        # The gradient is complete (accumulated and all-reduced) but not yet clipped; every process decides alike.
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if not grads:
+            return False
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])).item()
+        history = self._gradient_norms
+        spike = len(history) >= 10 and norm > self.args.skip_gradient_spikes * float(np.median(history))
+        history.append(norm)  # spikes count too, so that a lasting rise of the norm stops being skipped
+        if spike:
+            for g in grads:
+                g.zero_()
+            self.skipped_steps += 1
+        return spike
 
     def _siamese_augment(self, seed: int):
         """`augment(inputs, class)` for this outer step (the same draw for a class's real and synthetic examples),
@@ -440,6 +464,8 @@ class DistillationTrainer(Trainer):
         # Also log the mean learned inner step size: its drift is the first sign of an unstable run.
         if "loss" in logs and self.model.log_step_sizes.requires_grad:
             logs["inner_step_size"] = round(self.model.step_sizes().detach().mean().item(), 6)
+        if "loss" in logs and self.args.skip_gradient_spikes is not None:
+            logs["skipped_steps"] = self.skipped_steps
         super().log(logs, start_time)
 
     def _eval_batches(self, rows: TensorRows):

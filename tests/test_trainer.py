@@ -167,6 +167,36 @@ def test_max_step_size_bounds_the_learned_step_sizes(tmp_path, image_data):
         quick_config(tmp_path, step_size_init=0.05, max_step_size=0.01)
 
 
+class SpikeAtStep12(DistillationTrainer):
+    """Scales the outer loss of step 12 by `scale`: a gradient spike (1e4) or no gradient at all (0)."""
+
+    scale = 1.0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        return loss * self.scale if self.state.global_step == 12 else loss
+
+
+def test_skip_gradient_spikes_drops_the_spike_and_nothing_else(tmp_path, image_data):
+    train, test = image_data
+
+    def run(scale, skip):
+        args = quick_config(tmp_path, max_steps=14, skip_gradient_spikes=skip, learning_rate=0.01)
+        trainer = SpikeAtStep12(args=args, train_dataset=train, eval_dataset=test, learner=small_convnet())
+        trainer.scale = scale
+        trainer.train()
+        return trainer.skipped_steps, [p.detach().clone() for p in trainer.model.parameters()]
+
+    skipped_without_spike, without_spike = run(0.0, 50.0)  # step 12 contributes no gradient at all
+    skipped_with_spike, with_spike = run(1e4, 50.0)
+    _, spike_kept = run(1e4, None)
+    assert (skipped_without_spike, skipped_with_spike) == (0, 1)
+    assert all(torch.equal(a, b) for a, b in zip(with_spike, without_spike))  # the spike's gradient was dropped
+    assert not all(torch.equal(a, b) for a, b in zip(spike_kept, without_spike))  # it moves the set when kept
+    with pytest.raises(ValueError, match="skip_gradient_spikes must be > 1"):
+        quick_config(tmp_path, skip_gradient_spikes=1.0)
+
+
 def test_per_layer_step_sizes_are_learned_saved_and_used(tmp_path, image_data):
     train, test = image_data
     args = quick_config(tmp_path, max_steps=4, per_layer_step_sizes=True, step_size_learning_rate=0.3)
