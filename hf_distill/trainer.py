@@ -316,12 +316,10 @@ class DistillationTrainer(Trainer):
             self._drop_gradient_spike()
         return loss
 
-    def _drop_gradient_spike(self) -> bool:
+    def _drop_gradient_spike(self) -> None:
         # The gradient is complete (accumulated and all-reduced) but not yet clipped; every process decides alike.
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        if not grads:
-            return False
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])).item()
+        norm = torch.nn.utils.get_total_norm(grads).item()
         history = self._gradient_norms
         spike = len(history) >= 10 and norm > self.args.skip_gradient_spikes * float(np.median(history))
         history.append(norm)  # spikes count too, so that a lasting rise of the norm stops being skipped
@@ -329,7 +327,6 @@ class DistillationTrainer(Trainer):
             for g in grads:
                 g.zero_()
             self.skipped_steps += 1
-        return spike
 
     def _siamese_augment(self, seed: int):
         """`augment(inputs, class)` for this outer step (the same draw for a class's real and synthetic examples),
