@@ -8,7 +8,7 @@ from .evaluation import EVAL_TRAIN_STEPS, eval_optimizer
 
 DISTILL_METHODS = ("unrolled", "gradient_matching", "distribution_matching")
 TRUST_UNTRUSTED = ("drop", "soft")  # what the objective does with untrusted examples
-TRUST_LEARNERS = ("synthetic", "real")  # what the learners that score the real data are trained on
+TRUST_LEARNERS = ("synthetic", "real", "embedding_model")  # the learners that score the real data, and their data
 EVAL_PROTOCOLS = ("learned", "adam", "sgd")  # how evaluate() trains the fresh learners on the set
 
 
@@ -97,9 +97,15 @@ class DistillationConfig(TrainingArguments):
             `per_device_train_batch_size` with Adam at `eval_learning_rate`, or Adam's default rate with
             `eval_protocol="sgd"`, from a fresh init each round, short enough that they have not yet fitted the wrong
             labels; the first round is at step 0), or the current synthetic set (`synthetic`, as in evaluation:
-            cheaper, but weaker learners make a less precise split).
+            cheaper, but weaker learners make a less precise split). Text only: `embedding_model` scores with the
+            embedding model itself as a sequence classifier (its pretrained weights and a fresh head each round),
+            fine-tuned on the trusted real examples as `real` trains the learner, at a fine-tuning rate (Adam,
+            5e-5): a pretrained transformer tells noisy text labels apart better than a fresh small learner, at
+            the cost of fine-tuning it `trust_models` times per round.
         trust_real_epochs (`float`, defaults to `1.0`): passes over the trusted real examples of a scoring learner
-            (`trust_learners="real"`).
+            (`trust_learners="real"` or `"embedding_model"`).
+        trust_batch_size (`int` or `None`): the mini-batch of those passes; by default
+            `per_device_train_batch_size` (fine-tuning a transformer wants smaller ones, e.g. 32).
         trust_keep_fraction (`float` or `None`): trust this share of each class, the examples with the smallest
             losses, instead of the Gaussian mixture's low-loss component. With clean labels, `trust_aware=True`,
             `trust_recalibrate=False` and a fraction below 1, it distils from the easiest examples only (loss-value
@@ -240,13 +246,18 @@ class DistillationConfig(TrainingArguments):
     trust_learners: str = field(
         default="real",
         metadata={
-            "help": "What the scoring learners train on: the synthetic set, or the trusted real examples (real).",
+            "help": "Scoring learners: trained on the synthetic set, on the trusted real examples (real), or the "
+            "embedding model fine-tuned on those (embedding_model, text).",
             "choices": list(TRUST_LEARNERS),
         },
     )
     trust_real_epochs: float = field(
         default=1.0,
-        metadata={"help": "Passes over the trusted real examples of a scoring learner (trust_learners=real)."},
+        metadata={"help": "Passes over the trusted real examples of a scoring learner (real, embedding_model)."},
+    )
+    trust_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Mini-batch of those passes (default: per_device_train_batch_size)."},
     )
     trust_keep_fraction: float | None = field(
         default=None,
@@ -362,6 +373,8 @@ class DistillationConfig(TrainingArguments):
         if self.trust_learners not in TRUST_LEARNERS:
             choices = " or ".join(map(repr, TRUST_LEARNERS))
             raise ValueError(f"trust_learners must be {choices} (got {self.trust_learners!r}).")
+        if self.trust_batch_size is not None and self.trust_batch_size < 1:
+            raise ValueError(f"trust_batch_size must be >= 1 (got {self.trust_batch_size}).")
         if min(self.trust_interval, self.trust_models) < 1 or self.trust_real_epochs <= 0:
             raise ValueError(
                 "trust_interval and trust_models must be >= 1 and trust_real_epochs > 0 (got "

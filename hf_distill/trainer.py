@@ -171,6 +171,7 @@ class DistillationTrainer(Trainer):
         # Its weights are passed functionally; no dropout (eval, or p=0 for pretrained learners)
         self.learner = learner.eval().requires_grad_(False)
         self.pretrained_params = None  # set below, once the learner is on its device
+        self.trust_scorer = self._load_trust_scorer(args)
         synthetic = self._init_synthetic(args, train_dataset, num_labels)
 
         super().__init__(
@@ -189,6 +190,9 @@ class DistillationTrainer(Trainer):
             {k: v.detach() for k, v in trainable_parameters(self.learner).items()} if self.pretrained else None
         )
         self.fixed_init = self._learner_init(args.seed) if args.learner_init == "fixed" else None
+        if self.trust_scorer is not None:
+            self.trust_scorer.to(self.args.device)
+            self.trust_scorer_params = {k: v.detach() for k, v in trainable_parameters(self.trust_scorer).items()}
         if self.embedding_matrix is not None:
             self.embedding_matrix = self.embedding_matrix.to(self.args.device)
         self.eval_metrics: dict[str, float] = {}
@@ -198,6 +202,21 @@ class DistillationTrainer(Trainer):
         self._gradient_norms: deque[float] = deque(maxlen=100)  # recent outer gradient norms (skip_gradient_spikes)
         self.skipped_steps = 0
         self._hub_pusher = None  # the one background thread that pushes checkpoints' sets (hub_strategy="every_save")
+
+    def _load_trust_scorer(self, args):
+        """The embedding model as a sequence classifier, for `trust_learners="embedding_model"`; else `None`."""
+        if not (args.trust_aware and args.trust_learners == "embedding_model"):
+            return None
+        if self.modality != "text" or args.embedding_model is None:
+            raise ValueError(
+                "trust_learners='embedding_model' fine-tunes the embedding model of text data to score it; "
+                + ("this dataset is images." if self.modality != "text" else "args.embedding_model is not set.")
+            )
+        try:
+            scorer = load_pretrained_learner(args.embedding_model, self.class_names)
+        except ValueError as e:
+            raise ValueError(f"trust_learners='embedding_model': {e}") from e
+        return scorer.eval().requires_grad_(False)
 
     def _default_learner(self, example) -> str:
         if self.modality == "text":
@@ -348,7 +367,8 @@ class DistillationTrainer(Trainer):
         """The trusted rows of a real batch with their current labels, or (`trust_untrusted="soft"`) every row with
         its soft target; a trust round first when one is due."""
         step = self.state.global_step
-        first = 0 if self.args.trust_learners == "real" else self.args.trust_interval  # real: nothing to wait for
+        # Scorers trained on real examples have nothing to wait for; those trained on the synthetic set wait for it
+        first = self.args.trust_interval if self.args.trust_learners == "synthetic" else 0
         if step >= first and step % self.args.trust_interval == 0 and self.trust_logs.get("step") != step:
             self._trust_round()
         if self.args.trust_untrusted == "soft" and self.trust.predicted is not None:
@@ -364,16 +384,21 @@ class DistillationTrainer(Trainer):
     def _trust_round(self):
         """Score all real training examples with `trust_models` fresh learners; update the trusted split."""
         start = time.perf_counter()
+        scorer = self.trust_scorer if self.trust_scorer is not None else self.learner
         learners = []
         for i in range(self.args.trust_models):
             # Integers only: the same seeds in every process and every run (str hashing is salted per process)
             seed = hash((self.args.seed, 7_919, self.state.global_step, i)) % 2**31
-            init = self.fixed_init if self.fixed_init is not None else self._learner_init(seed)
-            learners.append(self._train_trust_learner({k: v.to(self.args.device) for k, v in init.items()}, seed))
+            if self.trust_scorer is not None:
+                init = {**self.trust_scorer_params, **fresh_head(scorer, seed)}
+            else:
+                init = self.fixed_init if self.fixed_init is not None else self._learner_init(seed)
+            init = {k: v.to(self.args.device) for k, v in init.items()}
+            learners.append(self._train_trust_learner(scorer, init, seed))
         batches = ((inputs, m) for inputs, m, _ in self._eval_batches(self.train_dataset))
         # Penultimate features for hf_distill's learners; a pretrained classifier's logits stand in for them
-        features = learner_logits if self.pretrained else learner_features
-        losses, features, probs = score(self.learner, learners, batches, self.trust.labels, features, learner_logits)
+        features = learner_features if isinstance(scorer, _Learner) else learner_logits
+        losses, features, probs = score(scorer, learners, batches, self.trust.labels, features, learner_logits)
         logs = trust_round(
             self.trust,
             losses,
@@ -390,13 +415,13 @@ class DistillationTrainer(Trainer):
         self.trust_logs = {"step": self.state.global_step, **logs}
         self.log({f"trust_{k}": v for k, v in logs.items()})
 
-    def _train_trust_learner(self, init, seed: int):
+    def _train_trust_learner(self, scorer, init, seed: int):
         """A scoring learner: trained on the current synthetic set, or (`trust_learners="real"`) on the trusted real
-        examples."""
+        examples; the embedding model (`"embedding_model"`) is fine-tuned on those."""
         args, lr = self.args, self.args.eval_learning_rate
-        if args.trust_learners == "real":  # with Adam, at the evaluation's rate unless that is SGD's
-            lr = adam_learning_rate(self.learner) if args.eval_protocol == "sgd" else lr
-            return train_on_batches(self.learner, init, self._trusted_batches(seed), lr=lr)
+        if args.trust_learners != "synthetic":  # with Adam, at the evaluation's rate unless that is SGD's
+            lr = adam_learning_rate(scorer) if args.eval_protocol == "sgd" or scorer is self.trust_scorer else lr
+            return train_on_batches(scorer, init, self._trusted_batches(seed), lr=lr)
         x, mask, y, steps = (
             t.detach() if t is not None else None for t in self.accelerator.unwrap_model(self.model)()
         )
@@ -414,7 +439,7 @@ class DistillationTrainer(Trainer):
         epochs = self.args.trust_real_epochs
         order = torch.cat([rows[torch.randperm(len(rows), generator=generator)] for _ in range(math.ceil(epochs))])
         order = order[: max(1, round(epochs * len(rows)))]
-        for pick in order.split(self.args.per_device_train_batch_size):
+        for pick in order.split(self.args.trust_batch_size or self.args.per_device_train_batch_size):
             x, mask, _ = self._real_inputs(self.train_dataset[pick])
             yield x, mask, self.trust.labels[pick].to(x.device)
 

@@ -189,3 +189,45 @@ def test_trust_options_are_checked(tmp_path):
             trust_aware=True,
             trust_consistency_weight=1,
         )
+
+
+def test_the_embedding_model_scores_noisy_text(tmp_path, tiny_pretrained_model, text_dataset_dir):
+    """`trust_learners="embedding_model"` fine-tunes the embedding model itself on the trusted sentences and splits
+    by its losses: the split finds the clean labels, where an untrained head (no passes) finds nothing."""
+    from transformers import AutoTokenizer
+
+    from hf_distill import DataArguments, load_real_data
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_pretrained_model)
+    noise = {"label_noise_type": "symmetric", "label_noise_rate": 0.3}
+    data = load_real_data(DataArguments(dataset=text_dataset_dir, max_length=12, **noise), tokenizer=tokenizer, seed=0)
+    clean_share = float(np.mean(np.asarray(data.train["labels"]) == np.asarray(data.train["clean_labels"])))
+
+    def first_round(epochs):
+        args = quick_config(
+            tmp_path / f"epochs{epochs}",
+            embedding_model=tiny_pretrained_model,
+            trust_aware=True,
+            trust_learners="embedding_model",
+            trust_batch_size=16,
+            trust_real_epochs=epochs,
+            trust_recalibrate=False,
+        )
+        trainer = DistillationTrainer(args=args, train_dataset=data.train, processing_class=tokenizer)
+        assert set(trainer.trust_scorer_params) >= {"classifier.weight"}  # the embedding model as a classifier
+        trainer._trust_round()
+        return trainer.trust_logs
+
+    trained = first_round(epochs=30)
+    assert trained["trusted_precision"] > clean_share + 0.2, (clean_share, trained)
+    barely = first_round(epochs=0.01)  # one mini-batch of 16 at a fine-tuning rate: a head it never trained
+    assert barely["trusted_precision"] < clean_share + 0.1, (clean_share, barely)
+
+
+def test_the_embedding_model_scorer_needs_text(tmp_path):
+    train, _, _ = noisy_toy()
+    args = quick_config(tmp_path, trust_aware=True, trust_learners="embedding_model")
+    with pytest.raises(ValueError, match="trust_learners='embedding_model' fine-tunes the embedding model of text"):
+        DistillationTrainer(args=args, train_dataset=train)
+    with pytest.raises(ValueError, match=r"trust_batch_size must be >= 1 \(got 0\)"):
+        DistillationConfig(output_dir=str(tmp_path), trust_aware=True, trust_batch_size=0)
