@@ -100,8 +100,8 @@ class DistillationConfig(TrainingArguments):
             cheaper, but weaker learners make a less precise split). Text only: `embedding_model` scores with the
             embedding model itself as a sequence classifier (its pretrained weights and a fresh head each round),
             fine-tuned on the trusted real examples as `real` trains the learner, at a fine-tuning rate (Adam,
-            5e-5): a pretrained transformer tells noisy text labels apart better than a fresh small learner, at
-            the cost of fine-tuning it `trust_models` times per round.
+            5e-5), `trust_models` times per round (on SST-2: a more precise split, not a better set;
+            docs/benchmarks-noisy.md).
         trust_real_epochs (`float`, defaults to `1.0`): passes over the trusted real examples of a scoring learner
             (`trust_learners="real"` or `"embedding_model"`).
         trust_batch_size (`int` or `None`): the mini-batch of those passes; by default
