@@ -190,6 +190,7 @@ class DistillationTrainer(Trainer):
             {k: v.detach() for k, v in trainable_parameters(self.learner).items()} if self.pretrained else None
         )
         self.fixed_init = self._learner_init(args.seed) if args.learner_init == "fixed" else None
+        self.trust_scorer_params = None  # the scorer's pretrained weights, on its device
         if self.trust_scorer is not None:
             self.trust_scorer.to(self.args.device)
             self.trust_scorer_params = {k: v.detach() for k, v in trainable_parameters(self.trust_scorer).items()}
