@@ -331,6 +331,7 @@ class DistillationTrainer(Trainer):
         return (loss, {"loss": loss}) if return_outputs else loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        # Only to see the complete gradient before Trainer clips it (skip_gradient_spikes); the step is Trainer's.
         loss = super().training_step(model, inputs, num_items_in_batch)
         if self.args.skip_gradient_spikes is not None and self.accelerator.sync_gradients:
             self._drop_gradient_spike()
@@ -622,6 +623,7 @@ class DistillationTrainer(Trainer):
             save_file(self.trust.tensors(), path, metadata={"logs": json.dumps(self.trust_logs)})
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        # The synthetic set comes back through Trainer; a trust-aware run also needs its trusted split and labels.
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         if self.trust is None:
             return
