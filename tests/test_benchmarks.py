@@ -191,7 +191,7 @@ def test_noisy_series_follow_their_own_datasets_noise():
 
 def test_per_model_prints_each_learners_accuracy(tmp_path, image_dataset_dir):
     import torch
-    from conftest import distilled_set, text_set
+    from conftest import distilled_set
 
     from hf_distill import build_learner
 
@@ -207,9 +207,33 @@ def test_per_model_prints_each_learners_accuracy(tmp_path, image_dataset_dir):
     per_model = done.stdout.splitlines()[0].removeprefix("per model: ").split()
     assert len(per_model) == 3 and all(0 <= float(a) <= 1 for a in per_model)
     assert len(set(per_model)) > 1  # three different inits
-    text_set().save(tmp_path / "text")
-    done = subprocess.run([*script, tmp_path / "text", image_dataset_dir], capture_output=True, text=True)
-    assert done.returncode == 1 and "is a text set" in done.stderr
+
+
+def test_per_model_scores_a_text_set_through_its_embedding_model(
+    tmp_path, text_dataset_dir, tiny_embedding_model
+):
+    import torch
+    from conftest import distilled_set
+
+    from hf_distill import build_learner
+
+    learner = build_learner("textcnn", 2, hidden_size=16)  # the tiny BERT's width
+    g = torch.Generator().manual_seed(0)
+    inputs, labels = torch.randn(4, 12, 16, generator=g), torch.eye(2).repeat(2, 1)
+    mask = torch.ones(4, 12, dtype=torch.long)
+    text = distilled_set(learner, inputs, labels, ["neg", "pos"], attention_mask=mask, previews=["a b"] * 4)
+    text.metadata["embedding_model"] = tiny_embedding_model
+    text.save(tmp_path / "text")
+    script = [sys.executable, BENCHMARKS / "per_model.py", tmp_path / "text", text_dataset_dir]
+    done = subprocess.run([*script, "--models", "2", "--eval_max_samples", "40"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    per_model = done.stdout.splitlines()[0].removeprefix("per model: ").split()
+    assert len(per_model) == 2 and all(0 <= float(a) <= 1 for a in per_model)
+    assert "test examples: 40" in done.stdout  # the fixed subset, not the whole split of 100
+    del text.metadata["embedding_model"]
+    text.save(tmp_path / "unembeddable")
+    done = subprocess.run([*script[:2], tmp_path / "unembeddable", text_dataset_dir], capture_output=True, text=True)
+    assert done.returncode == 1 and "records no embedding_model" in done.stderr
 
 
 def test_checkpoints_scores_every_checkpoint_in_step_order(tmp_path, image_dataset_dir):
