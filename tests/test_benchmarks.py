@@ -209,9 +209,7 @@ def test_per_model_prints_each_learners_accuracy(tmp_path, image_dataset_dir):
     assert len(set(per_model)) > 1  # three different inits
 
 
-def test_per_model_scores_a_text_set_through_its_embedding_model(
-    tmp_path, text_dataset_dir, tiny_embedding_model
-):
+def test_per_model_scores_a_text_set_through_its_embedding_model(tmp_path, text_dataset_dir, tiny_embedding_model):
     import torch
     from conftest import distilled_set
 
