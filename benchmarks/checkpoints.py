@@ -11,7 +11,12 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from per_model import accuracy, pixels_and_labels, real_image_data  # benchmarks/, the script's own folder
+from per_model import (
+    accuracy,
+    pixel_batches,
+    pixels_and_labels,
+    real_image_data,
+)  # benchmarks/, the script's own folder
 
 from hf_distill import DistilledDataset
 
@@ -38,7 +43,7 @@ def main() -> None:
         for i in range(args.models):
             learner = distilled.train_learner(seed=args.seed + i)
             for name, (pixels, labels) in splits.items():
-                scores[name].append(accuracy(learner, pixels, labels))
+                scores[name].append(accuracy(learner, pixel_batches(pixels), labels))
         train_acc, test_acc = (100 * np.mean(scores[n]) for n in ("train", "test"))
         print(f"{folder.name:>16}  {train_acc:11.2f} %  {test_acc:.2f} %", flush=True)
 

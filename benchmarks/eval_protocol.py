@@ -22,7 +22,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from per_model import accuracy, pixels_and_labels, real_image_data
+from per_model import accuracy, pixel_batches, pixels_and_labels, real_image_data
 
 from hf_distill import DistilledDataset
 from hf_distill.augment import parse_augmentation
@@ -61,7 +61,7 @@ def main() -> None:
         subset = dataclasses.replace(distilled, inputs=train_pixels[rows], soft_labels=targets, step_sizes=None)
         for name, trained_on in (("distilled", distilled), ("random real", subset)):
             trained = trained_on.train_learner(seed=seed, **options)
-            scores[name].append(accuracy(trained, test_pixels, test_labels))
+            scores[name].append(accuracy(trained, pixel_batches(test_pixels), test_labels))
     print(f"protocol {args.protocol}, {args.steps} steps, augmentation {args.augmentation or 'none'}:")
     for name, values in scores.items():
         print(f"{name}: {np.mean(values):.4f} ± {np.std(values):.4f} ({' '.join(f'{v:.3f}' for v in values)})")

@@ -19,34 +19,47 @@ import torch.nn.functional as F
 from hf_distill import DataArguments, DistilledDataset, load_real_data
 from hf_distill.data import load_input_embeddings
 
-BATCH = 256  # real examples per forward pass (text is embedded a batch at a time: IMDB's would not fit at once)
+IMAGE_BATCH = 1024  # real examples per forward pass
+TEXT_BATCH = 256  # text is embedded a batch at a time: all of IMDB's test split at once would take ~10 GB
 
 
-def test_batches(distilled: DistilledDataset, dataset: str, max_samples: int | None):
-    """`(batches, labels)`: a function yielding the test split's model inputs (kwargs) batch by batch, and its
-    labels; prepared as the set's inputs were (pixels scaled alike, or text through its embedding model)."""
-    data_args = DataArguments(dataset=dataset, eval_max_samples=max_samples)
-    if distilled.modality == "image":
-        mean, std = distilled.metadata.get("image_mean"), distilled.metadata.get("image_std")
-        split = load_real_data(data_args, image_mean=mean, image_std=std).eval
-        pixels = torch.tensor(np.asarray(split["pixel_values"]), dtype=torch.float32)
-        return (lambda: ({"pixel_values": x} for x in pixels.split(BATCH))), np.asarray(split["labels"])
+def real_image_data(distilled: DistilledDataset, where: str, dataset: str, max_samples: int | None = None):
+    """The real dataset's splits scaled as the set's pixels were; exits unless `distilled` is an image set."""
+    if distilled.modality != "image":
+        raise SystemExit(f"{where} is a {distilled.modality} set; this script scores image sets.")
+    mean, std = distilled.metadata.get("image_mean"), distilled.metadata.get("image_std")
+    return load_real_data(DataArguments(dataset=dataset, eval_max_samples=max_samples), image_mean=mean, image_std=std)
+
+
+def pixels_and_labels(split) -> tuple[torch.Tensor, np.ndarray]:
+    return torch.tensor(np.asarray(split["pixel_values"]), dtype=torch.float32), np.asarray(split["labels"])
+
+
+def pixel_batches(pixels: torch.Tensor):
+    """For `accuracy`: the images as model inputs, batch by batch."""
+    return lambda: ({"pixel_values": x} for x in pixels.split(IMAGE_BATCH))
+
+
+def text_batches(distilled: DistilledDataset, dataset: str, max_samples: int | None = None):
+    """For `accuracy`: the test split's reviews or sentences tokenised and embedded as the set's were (its embedding
+    model, its sequence length), a batch at a time; and their labels."""
     embedding_model = distilled.metadata.get("embedding_model")
     if embedding_model is None:
         raise SystemExit("This text set records no embedding_model; its real text cannot be embedded.")
     matrix, tokenizer = load_input_embeddings(embedding_model)
-    data_args.max_length = distilled.inputs.shape[1]  # the synthetic sequences' length is the real ones'
+    data_args = DataArguments(dataset=dataset, max_length=distilled.inputs.shape[1], eval_max_samples=max_samples)
     split = load_real_data(data_args, tokenizer=tokenizer).eval
     ids, mask = (torch.tensor(np.asarray(split[c])) for c in ("input_ids", "attention_mask"))
 
     def batches():
-        for i, m in zip(ids.split(BATCH), mask.split(BATCH)):
+        for i, m in zip(ids.split(TEXT_BATCH), mask.split(TEXT_BATCH)):
             yield {"inputs_embeds": F.embedding(i, matrix), "attention_mask": m}
 
     return batches, np.asarray(split["labels"])
 
 
 def accuracy(learner, batches, labels: np.ndarray) -> float:
+    """`batches()` yields the model inputs of the examples whose `labels` are given, in order."""
     with torch.no_grad():
         predicted = torch.cat([learner(**inputs).logits.argmax(-1) for inputs in batches()])
     return float((predicted.numpy() == labels).mean())
@@ -61,7 +74,13 @@ def main() -> None:
     parser.add_argument("--eval_max_samples", type=int, default=None, help="score this fixed subset of the split")
     args = parser.parse_args()
     distilled = DistilledDataset.load(args.distilled)
-    batches, labels = test_batches(distilled, args.dataset, args.eval_max_samples)
+    if distilled.modality == "text":
+        batches, labels = text_batches(distilled, args.dataset, args.eval_max_samples)
+    else:
+        pixels, labels = pixels_and_labels(
+            real_image_data(distilled, args.distilled, args.dataset, args.eval_max_samples).eval
+        )
+        batches = pixel_batches(pixels)
     accuracies = [accuracy(distilled.train_learner(seed=args.seed + i), batches, labels) for i in range(args.models)]
     print("per model:", " ".join(f"{a:.3f}" for a in accuracies))
     print(f"mean {np.mean(accuracies):.4f} ± {np.std(accuracies):.4f}; median {np.median(accuracies):.4f}")
