@@ -11,12 +11,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from per_model import (
-    accuracy,
-    pixel_batches,
-    pixels_and_labels,
-    real_image_data,
-)  # benchmarks/, the script's own folder
+from per_model import accuracy, pixel_batches, pixels_and_labels, real_image_data
 
 from hf_distill import DistilledDataset
 
