@@ -6,7 +6,8 @@
 A mean with a large standard deviation can hide one learner that diverged; this prints every learner's accuracy on
 the dataset's test split (or the fixed subset `--eval_max_samples` selects, as `hf-distill distill` does), and the
 set's learned step sizes. Learner i starts from the init of seed `--seed + i` and is trained as `evaluate()` trained
-the set's learners (`DistilledDataset.train_learner`: learned step sizes, or Adam). Text sets are scored through the
+the set's learners (`DistilledDataset.train_learner`: learned step sizes, or Adam), or with the recipe that
+`--protocol`, `--steps` and `--lr` give. Text sets are scored through the
 tokenizer and frozen input embeddings of the embedding model they record, at their own sequence length.
 """
 
@@ -72,6 +73,9 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=10)
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--eval_max_samples", type=int, default=None, help="score this fixed subset of the split")
+    parser.add_argument("--protocol", default=None, help="learned, adam or sgd (default: as the set was evaluated)")
+    parser.add_argument("--steps", type=int, default=None, help="full-batch steps of adam or sgd")
+    parser.add_argument("--lr", type=float, default=None, help="their step size")
     args = parser.parse_args()
     distilled = DistilledDataset.load(args.distilled)
     if distilled.modality == "text":
@@ -81,7 +85,10 @@ def main() -> None:
             real_image_data(distilled, args.distilled, args.dataset, args.eval_max_samples).eval
         )
         batches = pixel_batches(pixels)
-    accuracies = [accuracy(distilled.train_learner(seed=args.seed + i), batches, labels) for i in range(args.models)]
+    recipe = {"protocol": args.protocol, "steps": args.steps, "lr": args.lr}
+    accuracies = [
+        accuracy(distilled.train_learner(seed=args.seed + i, **recipe), batches, labels) for i in range(args.models)
+    ]
     print("per model:", " ".join(f"{a:.3f}" for a in accuracies))
     print(f"mean {np.mean(accuracies):.4f} ± {np.std(accuracies):.4f}; median {np.median(accuracies):.4f}")
     print(f"test examples: {len(labels)}")

@@ -37,6 +37,12 @@ class DistillationConfig(TrainingArguments):
             `rotate` (the papers use `"color_crop_cutout_flip_scale_rotate"`). Each class's real and synthetic
             examples go through the same randomly chosen operation and parameters before they are compared
             (`hf_distill.augment`). `None`: no augmentation.
+        matching_outer_loop (`int`, defaults to `1`): outer steps of a matching objective that share one learner
+            init (DC's `outer_loop`); `1` draws a fresh learner every outer step.
+        matching_inner_loop (`int`, defaults to `1`): with `matching_outer_loop` > 1, full-batch steps of that
+            learner on the synthetic set after each outer step (DC's `inner_loop`), with the evaluation's optimiser
+            and rate, so that the set is also matched along the path an evaluation learner takes. The learner and
+            its optimiser state are saved with each checkpoint (`hf_distill.methods.trajectory`).
 
         > Synthetic set
 
@@ -168,6 +174,12 @@ class DistillationConfig(TrainingArguments):
             "help": "Differentiable Siamese augmentation for the matching objectives (images): operations joined by "
             "'_' from color, crop, cutout, flip, scale, rotate."
         },
+    )
+    matching_outer_loop: int = field(
+        default=1, metadata={"help": "Outer steps of a matching objective that share one learner init (DC)."}
+    )
+    matching_inner_loop: int = field(
+        default=1, metadata={"help": "Steps of that learner on the synthetic set after each of them (DC)."}
     )
 
     # Synthetic set
@@ -392,6 +404,11 @@ class DistillationConfig(TrainingArguments):
         parse_augmentation(self.augmentation)
         if self.eval_augmentation and not self.augmentation:
             raise ValueError("eval_augmentation trains the evaluation learners with `augmentation`: set augmentation.")
+        if self.matching_outer_loop < 1 or self.matching_inner_loop < 1:
+            raise ValueError(
+                f"matching_outer_loop and matching_inner_loop must be >= 1 (got {self.matching_outer_loop} and "
+                f"{self.matching_inner_loop})."
+            )
         if self.num_eval_models < 1:
             raise ValueError(f"num_eval_models must be >= 1 (got {self.num_eval_models}).")
         if self.push_to_hub and self.hub_strategy not in ("every_save", "end"):
@@ -420,6 +437,7 @@ class DistillationConfig(TrainingArguments):
             "trust_untrusted='soft'": not unrolled and self.trust_untrusted == "soft",
             "trust_consistency_weight": not unrolled and self.trust_consistency_weight > 0,
             "augmentation": unrolled and bool(self.augmentation),
+            "matching_outer_loop": unrolled and self.matching_outer_loop > 1,
         }
         for option, asked in unsupported.items():
             if asked:

@@ -50,6 +50,7 @@ from .learners import (
     trainable_parameters,
 )
 from .methods import distribution_matching_loss, gradient_matching_loss, learner_features, learner_logits, unroll
+from .methods.trajectory import LearnerTrajectory
 from .methods.trust import TrustState, consistency_loss, score, trust_round
 from .noise import CLEAN_LABELS
 from .selection import kmeans_rows, random_rows
@@ -58,6 +59,7 @@ from .synthetic import DistilledDataset, SyntheticSet, initial_label_logits, nea
 logger = logging.get_logger(__name__)
 
 TRUST_STATE_FILE = "trust_state.safetensors"  # in checkpoints of trust-aware runs
+TRAJECTORY_STATE_FILE = "matching_learner.safetensors"  # in checkpoints of runs with matching_outer_loop > 1
 
 
 class DistillationDivergedError(RuntimeError):
@@ -197,6 +199,7 @@ class DistillationTrainer(Trainer):
         if self.embedding_matrix is not None:
             self.embedding_matrix = self.embedding_matrix.to(self.args.device)
         self.eval_metrics: dict[str, float] = {}
+        self.trajectory = None  # the learner of the current matching cycle (matching_outer_loop > 1)
         self._unrolls = (-1, 0)  # (global step, unrolls at that step): seeds that survive a resume
         self.trust = TrustState.start(self.train_labels) if args.trust_aware else None
         self.trust_logs: dict[str, float] = {}
@@ -306,9 +309,12 @@ class DistillationTrainer(Trainer):
         if self.trust is not None:
             x, mask, y = self._trusted_rows(inputs["row_index"], x, mask)
         seed = self._unroll_seed()
-        params = self.fixed_init if self.fixed_init is not None else self._learner_init(seed)
-        params = {k: v.to(x.device) for k, v in params.items()}
         method = self.args.distill_method
+        if self.args.matching_outer_loop > 1:
+            params = self._trajectory_weights(x_syn, mask_syn, soft_labels, x.device)
+        else:
+            params = self.fixed_init if self.fixed_init is not None else self._learner_init(seed)
+            params = {k: v.to(x.device) for k, v in params.items()}
         if method == "unrolled":
             loss = self._unrolled_loss(params, x_syn, mask_syn, soft_labels, step_sizes, x, mask, y, seed, every_row)
         else:
@@ -329,6 +335,25 @@ class DistillationTrainer(Trainer):
                 "or set backprop_steps."
             )
         return (loss, {"loss": loss}) if return_outputs else loss
+
+    def _trajectory_weights(self, x_syn, mask_syn, soft_labels, device) -> dict[str, torch.Tensor]:
+        """The learner of this outer step's cycle (DC's outer and inner loops): a fresh init every
+        `matching_outer_loop` outer steps, the same on every process, trained `matching_inner_loop` steps on the
+        current synthetic set once per outer step since (lazily: once per outer step under gradient accumulation too)."""
+        args, step = self.args, self.state.global_step
+        cycle = step // args.matching_outer_loop
+        if self.trajectory is None or self.trajectory.cycle != cycle:
+            seed = hash((args.seed, 104_729, cycle)) % 2**31  # ints only: hash() of a str changes per process
+            init = self.fixed_init if self.fixed_init is not None else self._learner_init(seed)
+            init = {k: v.to(device) for k, v in init.items()}
+            optimizer = eval_optimizer(args.eval_protocol)
+            self.trajectory = LearnerTrajectory(
+                init, cycle=cycle, step=step, lr=args.eval_learning_rate, optimizer=optimizer
+            )
+        while self.trajectory.step < step:
+            self.trajectory.advance(self.learner, x_syn, mask_syn, soft_labels, args.matching_inner_loop)
+            self.trajectory.step += 1
+        return self.trajectory.weights()
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         # Only to see the complete gradient before Trainer clips it (skip_gradient_spikes); the step is Trainer's.
@@ -621,10 +646,18 @@ class DistillationTrainer(Trainer):
         if self.trust is not None:  # the trusted split and the relabelled labels, so that a resume continues from them
             path = os.path.join(output_dir, TRUST_STATE_FILE)
             save_file(self.trust.tensors(), path, metadata={"logs": json.dumps(self.trust_logs)})
+        if self.trajectory is not None:  # the learner a matching cycle is training, and its optimiser state
+            path = os.path.join(output_dir, TRAJECTORY_STATE_FILE)
+            save_file(self.trajectory.tensors(), path, metadata=self.trajectory.metadata())
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         # The synthetic set comes back through Trainer; a trust-aware run also needs its trusted split and labels.
         super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = os.path.join(resume_from_checkpoint, TRAJECTORY_STATE_FILE)
+        if self.args.matching_outer_loop > 1 and os.path.isfile(path):
+            with safe_open(path, framework="pt") as f:
+                tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+            self.trajectory = LearnerTrajectory.from_tensors(tensors, metadata, device=self.args.device)
         if self.trust is None:
             return
         path = os.path.join(resume_from_checkpoint, TRUST_STATE_FILE)

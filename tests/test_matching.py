@@ -118,6 +118,9 @@ def test_learners_return_their_penultimate_features():
         ({"distill_method": "gradient_matching", "max_step_size": 0.1}, "max_step_size"),
         ({"distill_method": "gradient_matching", "per_layer_step_sizes": True}, "per_layer_step_sizes"),
         ({"distill_method": "other"}, "distill_method must be one of"),
+        ({"matching_outer_loop": 2}, "matching_outer_loop"),
+        ({"distill_method": "gradient_matching", "matching_outer_loop": 0}, "matching_outer_loop"),
+        ({"distill_method": "gradient_matching", "matching_inner_loop": 0}, "matching_inner_loop"),
     ],
 )
 def test_options_a_matching_objective_cannot_honour_fail_at_configuration(tmp_path, kwargs, option):
@@ -195,3 +198,58 @@ def test_evaluate_with_sgd_trains_the_set_and_the_baseline_alike_and_says_so(tmp
     assert sgd["eval_baseline_accuracy"] != adam["eval_baseline_accuracy"]
     card = render_card(trainer.distilled_dataset()).text
     assert "20 full-batch SGD steps (momentum 0.9, weight decay 5e-4) at lr 0.01" in card
+
+
+def _record_trajectory(trainer) -> list:
+    """(outer step, synthetic inputs and labels as the step found them, the learner's weights) per outer step."""
+    seen, weights_of = [], trainer._trajectory_weights
+
+    def recording(x_syn, mask_syn, soft_labels, device):
+        weights = weights_of(x_syn, mask_syn, soft_labels, device)
+        seen.append((trainer.state.global_step, x_syn.detach().clone(), soft_labels.detach().clone(), weights))
+        return weights
+
+    trainer._trajectory_weights = recording
+    return seen
+
+
+def test_matching_cycle_trains_one_init_on_the_set_between_outer_steps(tmp_path, image_data):
+    train, test = image_data
+    args = quick_config(
+        tmp_path, distill_method="gradient_matching", matching_outer_loop=3, matching_inner_loop=2, max_steps=4
+    )
+    trainer = DistillationTrainer(
+        args=args, train_dataset=train, eval_dataset=test, learner=build_learner("convnet", 4, image_size=8, width=8)
+    )
+    seen = _record_trajectory(trainer)
+    trainer.train()
+    assert [step for step, *_ in seen] == [0, 1, 2, 3]
+    init = trainer._learner_init(hash((args.seed, 104_729, 0)) % 2**31)
+    assert all(torch.equal(seen[0][3][k], v) for k, v in init.items())  # the cycle starts from a fresh init
+    _, x_syn, soft, weights = seen[1]  # ... trained 2 Adam steps on the set as outer step 1 found it
+    expected = train_on_set(trainer.learner, init, x_syn, None, soft, steps=2, lr=args.eval_learning_rate)
+    assert all(torch.allclose(weights[k], expected[k], atol=1e-6) for k in expected)
+    assert not torch.equal(weights["classifier.weight"], init["classifier.weight"])
+    second = trainer._learner_init(hash((args.seed, 104_729, 1)) % 2**31)
+    assert all(torch.equal(seen[3][3][k], v) for k, v in second.items())  # step 3 starts the next cycle
+
+
+def test_resume_continues_a_matching_cycle_where_it_stopped(tmp_path, image_data):
+    train, test = image_data
+    common = dict(distill_method="gradient_matching", matching_outer_loop=4, max_steps=6, seed=3)
+    args = quick_config(tmp_path, save_strategy="steps", save_steps=3, **common)
+    full = DistillationTrainer(
+        args=args, train_dataset=train, eval_dataset=test, learner=build_learner("convnet", 4, image_size=8, width=8)
+    )
+    full.train()
+    checkpoint = tmp_path / "out" / "checkpoint-3"  # in the middle of the first cycle (steps 0-3)
+    assert (checkpoint / "matching_learner.safetensors").is_file()
+    args = quick_config(tmp_path, save_strategy="no", output_dir=str(tmp_path / "resumed"), **common)
+    resumed = DistillationTrainer(
+        args=args, train_dataset=train, eval_dataset=test, learner=build_learner("convnet", 4, image_size=8, width=8)
+    )
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert torch.allclose(full.model.inputs, resumed.model.inputs, atol=1e-5)
+    assert resumed.trajectory.cycle == full.trajectory.cycle == 1
+    for name, weights in full.trajectory.weights().items():
+        assert torch.allclose(weights, resumed.trajectory.weights()[name], atol=1e-5), name
