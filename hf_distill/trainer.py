@@ -339,7 +339,7 @@ class DistillationTrainer(Trainer):
     def _trajectory_weights(self, x_syn, mask_syn, soft_labels, device) -> dict[str, torch.Tensor]:
         """The learner of this outer step's cycle (DC's outer and inner loops): a fresh init every
         `matching_outer_loop` outer steps, the same on every process, trained `matching_inner_loop` steps on the
-        current synthetic set once per outer step since (lazily: once per outer step under gradient accumulation too)."""
+        current synthetic set once per outer step since (lazily, so once per step under gradient accumulation)."""
         args, step = self.args, self.state.global_step
         cycle = step // args.matching_outer_loop
         if self.trajectory is None or self.trajectory.cycle != cycle:
