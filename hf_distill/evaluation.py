@@ -55,19 +55,25 @@ def train_on_set(
     return train_on_batches(learner, params, batches, lr=lr, optimizer=optimizer, steps=steps)
 
 
+def learner_optimizer(params, optimizer: str, lr: float) -> torch.optim.Optimizer:
+    """The optimiser that trains a learner on a set: Adam, or the matching papers' SGD (momentum 0.9, weight decay
+    5e-4)."""
+    if optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
+    raise ValueError(f"optimizer must be one of {', '.join(EVAL_TRAIN_STEPS)}, not {optimizer!r}.")
+
+
 def train_on_batches(learner, params, batches, *, lr=1e-3, optimizer="adam", steps=None) -> dict:
     """Train a learner from `params`, one step per `(inputs, attention_mask, labels)` of `batches`: with Adam, or
     (`optimizer="sgd"`) with SGD as the gradient- and distribution-matching papers' code evaluates a set (momentum
     0.9, weight decay 5e-4, `lr` divided by 10 after half of the `steps`)."""
-    if optimizer not in EVAL_TRAIN_STEPS:
-        raise ValueError(f"optimizer must be one of {', '.join(EVAL_TRAIN_STEPS)}, not {optimizer!r}.")
+    if optimizer == "sgd" and steps is None:
+        raise ValueError("optimizer='sgd' needs `steps`: its rate drops tenfold after half of them.")
     params = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
-    if optimizer == "adam":
-        opt, schedule = torch.optim.Adam(params.values(), lr=lr), None
-    else:
-        if steps is None:
-            raise ValueError("optimizer='sgd' needs `steps`: its rate drops tenfold after half of them.")
-        opt = torch.optim.SGD(params.values(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    opt, schedule = learner_optimizer(params.values(), optimizer, lr), None
+    if optimizer == "sgd":
         schedule = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[steps // 2], gamma=0.1)
     with torch.enable_grad():
         for inputs, attention_mask, labels in batches:

@@ -10,6 +10,7 @@ run continues along the same path.
 
 import torch
 
+from ..evaluation import learner_optimizer
 from ..learners import soft_cross_entropy
 from .unrolled import learner_logits
 
@@ -23,12 +24,7 @@ class LearnerTrajectory:
     def __init__(self, params: dict, *, cycle: int, step: int, lr: float, optimizer: str = "adam"):
         self.cycle, self.step, self.optimizer_name, self.lr = cycle, step, optimizer, lr
         self.params = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
-        if optimizer == "adam":
-            self.optimizer = torch.optim.Adam(self.params.values(), lr=lr)
-        elif optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(self.params.values(), lr=lr, momentum=0.9, weight_decay=5e-4)
-        else:
-            raise ValueError(f"optimizer must be 'adam' or 'sgd', not {optimizer!r}.")
+        self.optimizer = learner_optimizer(self.params.values(), optimizer, lr)
 
     def weights(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.params.items()}  # a copy: the optimiser steps in place
