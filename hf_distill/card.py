@@ -18,7 +18,7 @@ TAGS = ["dataset-distillation", "hf_distill", "synthetic"]
 TASKS = {"text": "text-classification", "image": "image-classification"}
 HYPERPARAMETERS = (
     "distill_method", "synthetic_per_class", "num_synthetic", "synthetic_init", "learn_labels", "inner_steps",
-    "inner_epochs", "step_size_init", "learn_step_sizes", "per_layer_step_sizes", "backprop_steps",
+    "inner_epochs", "inner_optimizer", "step_size_init", "learn_step_sizes", "per_layer_step_sizes", "backprop_steps",
     "random_truncation", "max_steps", "learning_rate", "label_learning_rate", "step_size_learning_rate",
     "per_device_train_batch_size", "seed",
 )  # fmt: skip
@@ -92,6 +92,8 @@ def render_card(distilled, repo_id: str | None = None) -> DatasetCard:
         source_datasets=[source] if _is_hub_id(meta.get("source_dataset")) else None,
     )
     method = METHODS[config.get("distill_method", "unrolled")]
+    if config.get("inner_optimizer") == "adam":
+        method += " Each inner step is an Adam step, its rate the learned step size."
     if config.get("random_truncation"):
         method += " The unroll is back-propagated through a random window (RaT-BPTT, Feng et al.)."
     return DatasetCard.from_template(

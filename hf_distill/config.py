@@ -5,6 +5,7 @@ from transformers import TrainingArguments
 
 from .augment import parse_augmentation
 from .evaluation import EVAL_TRAIN_STEPS, eval_optimizer
+from .methods.unrolled import INNER_OPTIMIZERS
 
 DISTILL_METHODS = ("unrolled", "gradient_matching", "distribution_matching")
 TRUST_UNTRUSTED = ("drop", "soft")  # what the objective does with untrusted examples
@@ -69,6 +70,10 @@ class DistillationConfig(TrainingArguments):
             initialised classification head, so the set teaches fine-tuning.
         inner_steps (`int`, defaults to `10`): gradient steps per inner epoch, each on the whole synthetic set.
         inner_epochs (`int`, defaults to `3`): passes of `inner_steps` steps; every step has its own step size.
+        inner_optimizer (`str`, defaults to `"sgd"`): what one inner step is: a plain gradient step (`sgd`, the seed
+            paper's), or Adam's step with the learned step size as its rate (`adam`, as RaT-BPTT's inner loop, Feng
+            et al.; the step sizes then start near Adam's rates, e.g. `step_size_init=1e-3`). The evaluation with
+            the learned step sizes takes the same steps.
         step_size_init (`float`, defaults to `0.02`): initial inner learning rate of every step.
         learn_step_sizes (`bool`, defaults to `True` with `unrolled`): learn the per-step learning rates.
         step_size_learning_rate (`float`, defaults to `0.01`): Adam step size of the log step sizes.
@@ -217,6 +222,13 @@ class DistillationConfig(TrainingArguments):
     )
     inner_steps: int = field(default=10, metadata={"help": "Inner gradient steps per inner epoch."})
     inner_epochs: int = field(default=3, metadata={"help": "Inner epochs (each step has its own step size)."})
+    inner_optimizer: str = field(
+        default="sgd",
+        metadata={
+            "help": "One inner step: a gradient step (sgd) or Adam's (adam).",
+            "choices": list(INNER_OPTIMIZERS),
+        },
+    )
     step_size_init: float = field(default=0.02, metadata={"help": "Initial inner learning rate."})
     learn_step_sizes: bool | None = field(
         default=None, metadata={"help": "Learn the per-step inner learning rates (default: yes, with unrolled)."}
@@ -376,6 +388,9 @@ class DistillationConfig(TrainingArguments):
             )
         if self.skip_gradient_spikes is not None and self.skip_gradient_spikes <= 1:
             raise ValueError(f"skip_gradient_spikes must be > 1 (got {self.skip_gradient_spikes}).")
+        if self.inner_optimizer not in INNER_OPTIMIZERS:
+            choices = " or ".join(map(repr, INNER_OPTIMIZERS))
+            raise ValueError(f"inner_optimizer must be {choices} (got {self.inner_optimizer!r}).")
         if self.random_truncation and self.backprop_steps is None:
             raise ValueError("random_truncation needs backprop_steps (the length of the back-propagated window).")
         self._resolve_method_options()
@@ -438,6 +453,7 @@ class DistillationConfig(TrainingArguments):
             "trust_consistency_weight": not unrolled and self.trust_consistency_weight > 0,
             "augmentation": unrolled and bool(self.augmentation),
             "matching_outer_loop": unrolled and self.matching_outer_loop > 1,
+            f"inner_optimizer={self.inner_optimizer!r}": not unrolled and self.inner_optimizer != "sgd",
         }
         for option, asked in unsupported.items():
             if asked:

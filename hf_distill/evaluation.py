@@ -42,12 +42,15 @@ def train_on_set(
     lr=1e-3,
     optimizer="adam",
     augment=None,
+    inner_optimizer="sgd",
 ) -> dict:
-    """Train a learner from `params` on a (small) set: with the learned `step_sizes` (one full-batch SGD step
-    each, as in distillation), or else with `steps` full-batch steps of `optimizer` (see `train_on_batches`), each
-    on `augment(inputs, step)` when given. `labels` are ints or soft labels."""
+    """Train a learner from `params` on a (small) set: with the learned `step_sizes` (one full-batch step of
+    `inner_optimizer` each, as in distillation), or else with `steps` full-batch steps of `optimizer` (see
+    `train_on_batches`), each on `augment(inputs, step)` when given. `labels` are ints or soft labels."""
     if step_sizes is not None:
-        return unroll(learner, params, inputs, attention_mask, labels, step_sizes, create_graph=False)
+        return unroll(
+            learner, params, inputs, attention_mask, labels, step_sizes, create_graph=False, optimizer=inner_optimizer
+        )
     if augment is not None:
         batches = ((augment(inputs, step), attention_mask, labels) for step in range(steps))
     else:

@@ -325,6 +325,7 @@ class DistilledDataset:
             lr=lr,
             optimizer=optimizer,
             augment=(lambda x, step: augment(x, ops, seed * 1_000_003 + step, per_example=True)) if ops else None,
+            inner_optimizer=config.get("inner_optimizer", "sgd"),  # sets saved before it existed took SGD steps
         )
         learner.load_state_dict(trained, strict=False)
         return learner

@@ -455,7 +455,16 @@ class DistillationTrainer(Trainer):
         steps = steps if args.eval_protocol == "learned" else None
         optimizer = eval_optimizer(args.eval_protocol)
         return train_on_set(
-            self.learner, init, x, mask, y, step_sizes=steps, steps=args.eval_train_steps, lr=lr, optimizer=optimizer
+            self.learner,
+            init,
+            x,
+            mask,
+            y,
+            step_sizes=steps,
+            steps=args.eval_train_steps,
+            lr=lr,
+            optimizer=optimizer,
+            inner_optimizer=args.inner_optimizer,
         )
 
     def _trusted_batches(self, seed: int):
@@ -485,6 +494,7 @@ class DistillationTrainer(Trainer):
             soft_labels,
             step_sizes[:num_steps],
             backprop_steps=self.args.backprop_steps,
+            optimizer=self.args.inner_optimizer,
         )
         with activation_checkpointing(self.learner) if self.args.checkpoints_activations else nullcontext():
             loss = soft_cross_entropy(learner_logits(self.learner, params, x, mask), y)
@@ -556,6 +566,7 @@ class DistillationTrainer(Trainer):
                     lr=args.eval_learning_rate,
                     optimizer=eval_optimizer(args.eval_protocol),
                     augment=augmenter,
+                    inner_optimizer=args.inner_optimizer,
                 )
                 metrics = self.compute_metrics(predict(self.learner, params, self._eval_batches(rows)))
             runs.append((i, metrics))

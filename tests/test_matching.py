@@ -117,6 +117,7 @@ def test_learners_return_their_penultimate_features():
         ({"distill_method": "gradient_matching", "backprop_steps": 2}, "backprop_steps"),
         ({"distill_method": "gradient_matching", "max_step_size": 0.1}, "max_step_size"),
         ({"distill_method": "gradient_matching", "per_layer_step_sizes": True}, "per_layer_step_sizes"),
+        ({"distill_method": "gradient_matching", "inner_optimizer": "adam"}, "inner_optimizer='adam'"),
         ({"distill_method": "other"}, "distill_method must be one of"),
         ({"matching_outer_loop": 2}, "matching_outer_loop"),
         ({"distill_method": "gradient_matching", "matching_outer_loop": 0}, "matching_outer_loop"),

@@ -210,6 +210,35 @@ def test_per_layer_step_sizes_are_learned_saved_and_used(tmp_path, image_data):
     assert math.isfinite(trainer.evaluate()["eval_accuracy"])
 
 
+def test_adam_inner_steps_are_learned_saved_and_replayed(tmp_path, image_data):
+    train, test = image_data
+    weights, inputs = {}, {}
+    for inner in ("sgd", "adam"):
+        args = quick_config(
+            tmp_path,
+            max_steps=4,
+            learner_init="fixed",
+            inner_optimizer=inner,
+            step_size_init=0.01,
+            step_size_learning_rate=0.3,
+            output_dir=str(tmp_path / inner),
+        )
+        trainer = DistillationTrainer(args=args, train_dataset=train, eval_dataset=test, learner=small_convnet())
+        trainer.train()
+        trainer.save_model()
+        distilled = DistilledDataset.load(args.output_dir)
+        assert not torch.allclose(distilled.step_sizes, torch.tensor(0.01))  # learned as Adam's rates too
+        model = distilled.train_learner()  # what the card tells users to do: the steps evaluate() took
+        x, y = torch.tensor(np.array(test["pixel_values"])), np.array(test["labels"])
+        replayed = (model(pixel_values=x).logits.argmax(-1).numpy() == y).mean()
+        assert math.isclose(replayed, trainer.evaluate()["eval_accuracy"], abs_tol=1e-6)
+        weights[inner], inputs[inner] = [p.detach() for p in model.parameters()], distilled.inputs
+    assert not torch.allclose(inputs["sgd"], inputs["adam"], atol=1e-4)  # distillation unrolled Adam's steps
+    assert not all(torch.allclose(a, b, atol=1e-4) for a, b in zip(weights["sgd"], weights["adam"]))
+    with pytest.raises(ValueError, match="inner_optimizer must be"):
+        quick_config(tmp_path, inner_optimizer="momentum")
+
+
 def test_checkpoint_resume_continues_from_the_same_state(tmp_path, image_data):
     train, test = image_data
     args = quick_config(tmp_path, max_steps=6, save_strategy="steps", save_steps=3, seed=3)

@@ -62,3 +62,39 @@ def test_per_tensor_step_sizes_each_get_an_outer_gradient():
     loss = torch.nn.functional.cross_entropy(learner_logits(learner, trained, real_x), real_y)
     (lr_grad,) = torch.autograd.grad(loss, [lrs])
     assert lr_grad.shape == (6, len(params)) and (lr_grad.abs().sum(0) > 0).all()
+
+
+def test_adam_unroll_takes_torch_adams_steps():
+    # LeNet: the ConvNet's instance norm cancels its conv biases' gradients, leaving rounding noise that Adam scales up
+    torch.manual_seed(0)
+    learner = build_learner("lenet", 3, image_size=16).eval()
+    params = {k: v.detach().clone() for k, v in learner.named_parameters()}
+    x, y = torch.randn(3, 1, 16, 16), torch.softmax(torch.randn(3, 3), -1)
+    rates = torch.tensor([0.01, 0.03, 0.02, 0.05, 0.01, 0.02])
+    trained = unroll(learner, params, x, None, y, rates, create_graph=False, optimizer="adam")
+    weights = {k: v.clone().requires_grad_() for k, v in params.items()}
+    adam = torch.optim.Adam(weights.values(), lr=0.0)
+    for rate in rates.tolist():
+        adam.param_groups[0]["lr"] = rate
+        adam.zero_grad()
+        soft = -(y * torch.log_softmax(learner_logits(learner, weights, x), -1)).sum(-1).mean()
+        soft.backward()
+        adam.step()
+    assert all(torch.allclose(trained[k], weights[k], atol=1e-5) for k in params)
+    plain = unroll(learner, params, x, None, y, rates, create_graph=False)
+    assert not all(torch.allclose(trained[k], plain[k], atol=1e-3) for k in params)
+
+
+def test_adam_unroll_truncated_over_all_steps_equals_full_backprop():
+    grads = []
+    for backprop_steps in (None, 6, 2):
+        learner, params, x, y, lrs, real_x, real_y = setup()
+        lrs = (lrs / 10).detach().requires_grad_()
+        trained = unroll(learner, params, x, None, y, lrs, backprop_steps=backprop_steps, optimizer="adam")
+        loss = torch.nn.functional.cross_entropy(learner_logits(learner, trained, real_x), real_y)
+        grads.append(torch.autograd.grad(loss, [x, y, lrs]))
+    for full, truncated in zip(*grads[:2]):
+        assert torch.isfinite(full).all() and torch.allclose(full, truncated)
+    last_two = grads[2][2]
+    assert (last_two[:4] == 0).all() and (last_two[4:] != 0).all()
+    assert not torch.allclose(grads[0][0], grads[2][0])  # a window of 2 steps sees less of the path
