@@ -35,6 +35,11 @@ the 200 real reviews instead, at about 2 s per step on one CPU thread; `--step_s
 
 asks whether the filters only need larger steps than the classifier (as per-layer step sizes could learn): every
 tensor before the classifier (input LayerNorm and convolutions) takes steps that many times the step size.
+
+    python benchmarks/imdb_probe.py --inner_optimizer adam --step_sizes 0.001,0.003,0.01
+
+asks the same of Adam's steps (`inner_optimizer="adam"`, which scales every weight's step by its own gradient history)
+in place of SGD's.
 """
 
 import argparse
@@ -87,7 +92,8 @@ def main() -> None:
     variant.add_argument("--mean_pool", action="store_true", help="mean-over-time pooling instead of max-over-time")
     parser.add_argument("--steps", default="3,10,30", help="numbers of full-batch SGD steps, comma-separated")
     parser.add_argument("--sets", default="real,lexicon", help="which tiny sets to train on, comma-separated")
-    parser.add_argument("--step_sizes", default="0.01,0.03,0.1,0.3", help="SGD step sizes, comma-separated")
+    parser.add_argument("--step_sizes", default="0.01,0.03,0.1,0.3", help="step sizes, comma-separated")
+    parser.add_argument("--inner_optimizer", default="sgd", choices=["sgd", "adam"], help="what one step is")
     parser.add_argument(
         "--feature_step_scales",
         default="1",
@@ -152,7 +158,8 @@ def main() -> None:
             torch.manual_seed(100 + seed)
             learner.reset_parameters()
             params = {k: v.detach().clone() for k, v in learner.named_parameters()}
-            params = unroll(learner, params, sx, smask, sy, per_tensor.expand(steps, -1), create_graph=False)
+            rates = per_tensor.expand(steps, -1)
+            params = unroll(learner, params, sx, smask, sy, rates, create_graph=False, optimizer=args.inner_optimizer)
             with torch.no_grad():
                 pred = torch.cat(
                     [
