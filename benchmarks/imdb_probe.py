@@ -54,6 +54,7 @@ from hf_distill import DataArguments, build_learner, load_real_data
 from hf_distill.data import load_input_embeddings
 from hf_distill.learners import TextCNN
 from hf_distill.methods import learner_features, learner_logits, unroll
+from hf_distill.methods.unrolled import INNER_OPTIMIZERS
 
 
 class MeanPoolTextCNN(TextCNN):
@@ -93,7 +94,7 @@ def main() -> None:
     parser.add_argument("--steps", default="3,10,30", help="numbers of full-batch SGD steps, comma-separated")
     parser.add_argument("--sets", default="real,lexicon", help="which tiny sets to train on, comma-separated")
     parser.add_argument("--step_sizes", default="0.01,0.03,0.1,0.3", help="step sizes, comma-separated")
-    parser.add_argument("--inner_optimizer", default="sgd", choices=["sgd", "adam"], help="what one step is")
+    parser.add_argument("--inner_optimizer", default="sgd", choices=INNER_OPTIMIZERS, help="what one step is")
     parser.add_argument(
         "--feature_step_scales",
         default="1",

@@ -78,7 +78,8 @@ def unroll(
 
 def adam_directions(grads, moments: dict, count: int):
     """Adam's update directions for step number `count` (from 1), and the new moments."""
-    (beta1, beta2), correction1, correction2 = ADAM_BETAS, 1 - ADAM_BETAS[0] ** count, 1 - ADAM_BETAS[1] ** count
+    beta1, beta2 = ADAM_BETAS
+    correction1, correction2 = 1 - beta1**count, 1 - beta2**count
     moments = {
         k: (beta1 * m + (1 - beta1) * g, beta2 * v + (1 - beta2) * g * g)
         for (k, (m, v)), g in zip(moments.items(), grads)
