@@ -17,7 +17,7 @@ SECTION = re.compile(r"<!-- hf_distill:begin (\w+) -->.*?<!-- hf_distill:end \1 
 TAGS = ["dataset-distillation", "hf_distill", "synthetic"]
 TASKS = {"text": "text-classification", "image": "image-classification"}
 HYPERPARAMETERS = (
-    "distill_method", "synthetic_per_class", "num_synthetic", "synthetic_init", "learn_labels", "inner_steps",
+    "distill_method", "augmentation", "synthetic_per_class", "num_synthetic", "synthetic_init", "learn_labels", "inner_steps",
     "inner_epochs", "inner_optimizer", "step_size_init", "learn_step_sizes", "per_layer_step_sizes", "backprop_steps",
     "random_truncation", "max_steps", "learning_rate", "label_learning_rate", "step_size_learning_rate",
     "per_device_train_batch_size", "seed",
@@ -61,10 +61,12 @@ def _protocol(meta: dict, config: dict) -> str:
         if protocol == "sgd"
         else f"Adam steps at lr {config.get('eval_learning_rate')}"
     )
+    augmented = ""
     if config.get("eval_augmentation"):
-        optimizer += f", each on images augmented with one of {config.get('augmentation', '').replace('_', ', ')}"
+        augmented = f", each on images augmented with one of {config.get('augmentation', '').replace('_', ', ')}"
+        optimizer += augmented
     if protocol == "learned":
-        how = "its learned step sizes (one full-batch gradient step each)"
+        how = f"its learned step sizes (one full-batch gradient step each{augmented})"
     else:
         how = f"{steps} full-batch {optimizer}"
     size = metrics.get("eval_num_examples")
@@ -94,6 +96,9 @@ def render_card(distilled, repo_id: str | None = None) -> DatasetCard:
     method = METHODS[config.get("distill_method", "unrolled")]
     if config.get("inner_optimizer") == "adam":
         method += " Each inner step is an Adam step, its rate the learned step size."
+    if config.get("augmentation") and config.get("distill_method", "unrolled") == "unrolled":
+        ops = config["augmentation"].replace("_", ", ")
+        method += f" Each inner step trains on the synthetic images augmented with one of {ops} (a fresh draw each)."
     if config.get("random_truncation"):
         method += " The unroll is back-propagated through a random window (RaT-BPTT, Feng et al.)."
     return DatasetCard.from_template(

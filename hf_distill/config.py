@@ -33,11 +33,12 @@ class DistillationConfig(TrainingArguments):
             `distribution_matching` (match per-class mean embeddings under random learners, Zhao & Bilen, WACV 2023).
             The matching objectives train no learner inside a step, so they learn no step sizes, are evaluated with
             Adam, and distribution matching keeps the labels fixed.
-        augmentation (`str` or `None`): differentiable Siamese augmentation of images for the matching objectives
-            (Zhao & Bilen, ICML 2021): operations joined by `_` from `color`, `crop`, `cutout`, `flip`, `scale` and
-            `rotate` (the papers use `"color_crop_cutout_flip_scale_rotate"`). Each class's real and synthetic
-            examples go through the same randomly chosen operation and parameters before they are compared
-            (`hf_distill.augment`). `None`: no augmentation.
+        augmentation (`str` or `None`): differentiable augmentation of images (Zhao & Bilen, ICML 2021): operations
+            joined by `_` from `color`, `crop`, `cutout`, `flip`, `scale` and `rotate` (the matching papers use
+            `"color_crop_cutout_flip_scale_rotate"`; `hf_distill.augment`). The matching objectives augment each
+            class's real and synthetic examples with the same randomly chosen operation and parameters (Siamese)
+            before they compare them; the unrolled objective trains each inner step on a fresh draw per synthetic
+            image (set `eval_augmentation` to replay the learned steps that way too). `None`: no augmentation.
         matching_outer_loop (`int`, defaults to `1`): outer steps of a matching objective that share one learner
             init (DC's `outer_loop`); `1` draws a fresh learner every outer step.
         matching_inner_loop (`int`, defaults to `1`): with `matching_outer_loop` > 1, full-batch steps of that
@@ -176,8 +177,8 @@ class DistillationConfig(TrainingArguments):
     augmentation: str | None = field(
         default=None,
         metadata={
-            "help": "Differentiable Siamese augmentation for the matching objectives (images): operations joined by "
-            "'_' from color, crop, cutout, flip, scale, rotate."
+            "help": "Differentiable augmentation of images (Siamese for the matching objectives, every inner step "
+            "for the unrolled one): operations joined by '_' from color, crop, cutout, flip, scale, rotate."
         },
     )
     matching_outer_loop: int = field(
@@ -439,8 +440,7 @@ class DistillationConfig(TrainingArguments):
                 f"distill_method must be one of {', '.join(DISTILL_METHODS)} (got {self.distill_method!r})."
             )
         unrolled = self.distill_method == "unrolled"
-        # Options of the unrolled method's inner loop, and the labels DM's objective ignores; augmentation is the
-        # matching objectives' alone.
+        # Options of the unrolled method's inner loop, and the labels DM's objective ignores.
         unsupported = {
             "learn_step_sizes": not unrolled and self.learn_step_sizes,
             "eval_protocol='learned'": not unrolled and self.eval_protocol == "learned",
@@ -451,7 +451,6 @@ class DistillationConfig(TrainingArguments):
             "learn_labels": self.distill_method == "distribution_matching" and self.learn_labels,
             "trust_untrusted='soft'": not unrolled and self.trust_untrusted == "soft",
             "trust_consistency_weight": not unrolled and self.trust_consistency_weight > 0,
-            "augmentation": unrolled and bool(self.augmentation),
             "matching_outer_loop": unrolled and self.matching_outer_loop > 1,
             f"inner_optimizer={self.inner_optimizer!r}": not unrolled and self.inner_optimizer != "sgd",
         }

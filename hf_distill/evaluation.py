@@ -46,10 +46,19 @@ def train_on_set(
 ) -> dict:
     """Train a learner from `params` on a (small) set: with the learned `step_sizes` (one full-batch step of
     `inner_optimizer` each, as in distillation), or else with `steps` full-batch steps of `optimizer` (see
-    `train_on_batches`), each on `augment(inputs, step)` when given. `labels` are ints or soft labels."""
+    `train_on_batches`); either way each step on `augment(inputs, step)` when given. `labels` are ints or soft
+    labels."""
     if step_sizes is not None:
         return unroll(
-            learner, params, inputs, attention_mask, labels, step_sizes, create_graph=False, optimizer=inner_optimizer
+            learner,
+            params,
+            inputs,
+            attention_mask,
+            labels,
+            step_sizes,
+            create_graph=False,
+            optimizer=inner_optimizer,
+            augment=augment,
         )
     if augment is not None:
         batches = ((augment(inputs, step), attention_mask, labels) for step in range(steps))

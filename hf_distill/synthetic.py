@@ -257,8 +257,8 @@ class DistilledDataset:
         distilled for (its fixed init when there is one, else drawn from `seed`). `protocol`: `learned` (one step
         per learned step size), `adam` (`steps` full-batch Adam steps at `lr`: default 300 at 1e-3, or 5e-5 for a
         pretrained transformer) or `sgd` (the gradient- and distribution-matching papers' SGD: default 1,000 steps
-        at 0.01, divided by 10 after half), as in `DistillationConfig.eval_protocol`. `augmentation` (`adam`, `sgd`;
-        image sets): operations of `hf_distill.augment` joined by `_`, one drawn per step with per-image parameters.
+        at 0.01, divided by 10 after half), as in `DistillationConfig.eval_protocol`. `augmentation` (image sets):
+        operations of `hf_distill.augment` joined by `_`, one drawn per step with per-image parameters.
         `None` (default): the protocol, steps, rate and augmentation the set was evaluated with when it was
         distilled (`adam` for the matching objectives, whose step sizes are not learned), else `learned` when the
         set has step sizes; an explicitly other optimiser gets its own defaults."""
@@ -300,7 +300,7 @@ class DistilledDataset:
         if optimizer == eval_optimizer(evaluated):  # evaluate() trained with it (Adam: `learned`'s baseline)
             steps = config.get("eval_train_steps") if steps is None else steps
             lr = config.get("eval_learning_rate") if lr is None else lr
-            if augmentation is None and protocol != "learned" and config.get("eval_augmentation"):
+            if augmentation is None and config.get("eval_augmentation"):
                 augmentation = config.get("augmentation")
         steps = EVAL_TRAIN_STEPS[optimizer] if steps is None else steps
         lr = eval_learning_rate(learner, optimizer) if lr is None else lr

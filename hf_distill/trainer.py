@@ -382,6 +382,14 @@ class DistillationTrainer(Trainer):
             return None
         return lambda inputs, c: augment(inputs, ops, seed * 1_000 + c)
 
+    def _unroll_augment(self, seed: int):
+        """`augment(inputs, step)` for the unroll of this outer step (a fresh draw per synthetic example and inner
+        step, as the evaluation learners get with `eval_augmentation`), or `None` without `augmentation`."""
+        ops = parse_augmentation(self.args.augmentation)
+        if not ops:
+            return None
+        return lambda inputs, step: augment(inputs, ops, seed * 1_000_003 + step, per_example=True)
+
     def _eval_augment(self, seed: int):
         """`augment(inputs, step)` for an evaluation learner (`eval_augmentation`: a fresh draw per example and
         step), or `None`."""
@@ -495,6 +503,7 @@ class DistillationTrainer(Trainer):
             step_sizes[:num_steps],
             backprop_steps=self.args.backprop_steps,
             optimizer=self.args.inner_optimizer,
+            augment=self._unroll_augment(seed),
         )
         with activation_checkpointing(self.learner) if self.args.checkpoints_activations else nullcontext():
             loss = soft_cross_entropy(learner_logits(self.learner, params, x, mask), y)

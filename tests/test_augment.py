@@ -1,11 +1,13 @@
-"""Differentiable Siamese augmentation (`augmentation`, `eval_augmentation`) for the matching objectives."""
+"""Differentiable augmentation (`augmentation`, `eval_augmentation`): Siamese for the matching objectives, a fresh
+draw per synthetic image and inner step for the unrolled one."""
 
 import pytest
 import torch
 from conftest import quick_config
 
-from hf_distill import DistillationConfig, DistillationTrainer, build_learner
+from hf_distill import DistillationConfig, DistillationTrainer, DistilledDataset, build_learner
 from hf_distill.augment import AUGMENTATIONS, augment, parse_augmentation
+from hf_distill.card import render_card
 
 
 def images(n=6, seed=0):
@@ -57,7 +59,6 @@ def test_parse_augmentation_names_the_unknown_operation():
     "kwargs, message",
     [
         ({"augmentation": "color_spin", "distill_method": "distribution_matching"}, "unknown operation"),
-        ({"augmentation": "color"}, "does not support augmentation"),  # the unrolled method
         ({"distill_method": "distribution_matching", "eval_augmentation": True}, "eval_augmentation"),
     ],
 )
@@ -117,3 +118,45 @@ def test_eval_augmentation_changes_the_evaluation_and_repeats(tmp_path, image_da
     assert augmented == evaluate(augmentation="crop", eval_augmentation=True)  # seeded
     assert augmented["eval_accuracy"] != plain["eval_accuracy"]
     assert augmented["eval_baseline_accuracy"] != plain["eval_baseline_accuracy"]  # the baseline is trained alike
+
+
+def test_unrolled_with_augmentation_learns_another_set_and_replays_the_augmented_steps(tmp_path, image_data):
+    train, test = image_data
+    runs = {}
+    for ops in (None, "crop_scale_rotate"):
+        args = quick_config(
+            tmp_path,
+            augmentation=ops,
+            eval_augmentation=bool(ops),
+            max_steps=4,
+            learner_init="fixed",
+            output_dir=str(tmp_path / str(ops)),
+        )
+        trainer = DistillationTrainer(args=args, train_dataset=train, eval_dataset=test, learner=small_learner())
+        trainer.train()
+        trainer.save_model()
+        runs[ops] = trainer
+    plain, augmented = runs[None], runs["crop_scale_rotate"]
+    assert not torch.allclose(plain.model.inputs, augmented.model.inputs, atol=1e-5)  # the unroll saw augmented images
+    # The evaluation replays the learned steps on augmented images: one fixed init, yet the models differ
+    metrics = augmented.evaluate()
+    assert metrics == augmented.evaluate()  # seeded
+    assert metrics["eval_accuracy"] != plain.evaluate()["eval_accuracy"]
+
+    distilled = DistilledDataset.load(augmented.args.output_dir)
+    card = render_card(augmented.distilled_dataset()).text  # with the evaluation's metrics
+    assert "Each inner step trains on the synthetic images augmented with one of crop, scale, rotate" in card
+    assert "learned step sizes (one full-batch gradient step each, each on images augmented with one of crop" in card
+
+    def weights(model):
+        return [p.detach() for p in model.parameters()]
+
+    replayed = weights(distilled.train_learner())  # the learned steps, each on augmented images, as evaluated
+    assert all(
+        torch.equal(a, b) for a, b in zip(replayed, weights(distilled.train_learner(augmentation="crop_scale_rotate")))
+    )
+    assert any(not torch.equal(a, b) for a, b in zip(replayed, weights(distilled.train_learner(augmentation=""))))
+
+
+def small_learner():
+    return build_learner("convnet", 4, image_size=8, width=8)

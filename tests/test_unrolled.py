@@ -98,3 +98,25 @@ def test_adam_unroll_truncated_over_all_steps_equals_full_backprop():
     last_two = grads[2][2]
     assert (last_two[:4] == 0).all() and (last_two[4:] != 0).all()
     assert not torch.allclose(grads[0][0], grads[2][0])  # a window of 2 steps sees less of the path
+
+
+def test_augmented_unroll_trains_step_t_on_augment_of_the_inputs_and_reaches_them():
+    learner, params, x, y, lrs, real_x, real_y = setup()
+    shift = lambda inputs, t: inputs.roll(t, dims=3)  # noqa: E731 (a different input at every step)
+    trained = unroll(learner, params, x, None, y, lrs, augment=shift)
+    stepwise = params  # one step at a time, on the inputs that step should see
+    for t in range(len(lrs)):
+        stepwise = unroll(learner, stepwise, shift(x, t), None, y, lrs[t : t + 1])
+    for k in params:
+        assert torch.allclose(trained[k], stepwise[k], atol=1e-6)
+    plain = unroll(learner, params, x, None, y, lrs)
+    assert not all(torch.allclose(trained[k], plain[k], atol=1e-4) for k in params)
+
+    flipped = unroll(learner, params, x, None, y, lrs, augment=lambda inputs, t: inputs.flip(3))
+    loss = torch.nn.functional.cross_entropy(learner_logits(learner, flipped, real_x), real_y)
+    (grad,) = torch.autograd.grad(loss, [x])
+    x_flipped = x.detach().flip(3).requires_grad_()  # the same unroll on flipped inputs, no augmentation
+    trained = unroll(learner, params, x_flipped, None, y, lrs)
+    loss = torch.nn.functional.cross_entropy(learner_logits(learner, trained, real_x), real_y)
+    (expected,) = torch.autograd.grad(loss, [x_flipped])
+    assert grad.abs().sum() > 0 and torch.allclose(grad, expected.flip(3), atol=1e-6)

@@ -37,12 +37,14 @@ def unroll(
     create_graph: bool = True,
     backprop_steps: int | None = None,
     optimizer: str = "sgd",
+    augment=None,
 ) -> dict:
     """Take one gradient step per row of `step_sizes` on the whole synthetic set and return the trained params.
 
     A row is one step size for all of `params`, or one per tensor of `params`, in their order. `optimizer="sgd"`
     steps along the gradient; `"adam"` takes `torch.optim.Adam`'s step (its defaults, the row as its rate, the
-    moments starting at zero), differentiable also where a gradient is exactly 0 (a dead unit).
+    moments starting at zero), differentiable also where a gradient is exactly 0 (a dead unit). With `augment`, step
+    `t` trains on `augment(inputs, t)` (images: a differentiable augmentation, `hf_distill.augment`).
 
     With `create_graph`, the result stays differentiable w.r.t. the synthetic tensors and step sizes, through the
     last `backprop_steps` steps only when that is set (truncated back-propagation; the earlier steps are replayed
@@ -66,6 +68,8 @@ def unroll(
             if tracked
             else (inputs.detach(), soft_labels.detach(), step_sizes[t].detach())
         )
+        if augment is not None:
+            x = augment(x, t)
         with torch.enable_grad():
             loss = soft_cross_entropy(learner_logits(learner, params, x, attention_mask), y)
             grads = torch.autograd.grad(loss, list(params.values()), create_graph=tracked)
