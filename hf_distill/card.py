@@ -17,10 +17,10 @@ SECTION = re.compile(r"<!-- hf_distill:begin (\w+) -->.*?<!-- hf_distill:end \1 
 TAGS = ["dataset-distillation", "hf_distill", "synthetic"]
 TASKS = {"text": "text-classification", "image": "image-classification"}
 HYPERPARAMETERS = (
-    "distill_method", "augmentation", "synthetic_per_class", "num_synthetic", "synthetic_init", "learn_labels", "inner_steps",
-    "inner_epochs", "inner_optimizer", "step_size_init", "learn_step_sizes", "per_layer_step_sizes", "backprop_steps",
-    "random_truncation", "max_steps", "learning_rate", "label_learning_rate", "step_size_learning_rate",
-    "per_device_train_batch_size", "seed",
+    "distill_method", "augmentation", "synthetic_per_class", "num_synthetic", "synthetic_init", "learn_labels",
+    "inner_steps", "inner_epochs", "inner_optimizer", "step_size_init", "learn_step_sizes", "per_layer_step_sizes",
+    "backprop_steps", "random_truncation", "max_steps", "learning_rate", "label_learning_rate",
+    "step_size_learning_rate", "per_device_train_batch_size", "seed",
 )  # fmt: skip
 METHODS = {
     "unrolled": "unrolled soft-label distillation (Sucholutsky & Schonlau): synthetic inputs, soft labels and "
