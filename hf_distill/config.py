@@ -147,7 +147,8 @@ class DistillationConfig(TrainingArguments):
         eval_train_steps (`int`, defaults to `300`, or `1000` with `eval_protocol="sgd"`): full-batch steps of the
             evaluation learners (`adam`, `sgd`) and of the baseline's.
         eval_augmentation (`bool`, defaults to `False`): train the evaluation learners and the baseline's with
-            `augmentation`, a fresh draw per example and step (the matching papers' evaluation).
+            `augmentation`, a fresh draw per example and step (the matching papers' evaluation; with
+            `eval_protocol="learned"`, each learned step).
         eval_learning_rate (`float`, defaults to `0.001`, or `5e-5` for a pretrained learner, or `0.01` with
             `eval_protocol="sgd"`): step size for the same (a pretrained transformer is fine-tuned at a fine-tuning
             rate).
