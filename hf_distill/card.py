@@ -20,7 +20,7 @@ HYPERPARAMETERS = (
     "distill_method", "augmentation", "synthetic_per_class", "num_synthetic", "synthetic_init", "learn_labels",
     "inner_steps", "inner_epochs", "inner_optimizer", "step_size_init", "learn_step_sizes", "per_layer_step_sizes",
     "backprop_steps", "random_truncation", "max_steps", "learning_rate", "label_learning_rate",
-    "step_size_learning_rate", "per_device_train_batch_size", "seed",
+    "step_size_learning_rate", "synthetic_ema_decay", "per_device_train_batch_size", "seed",
 )  # fmt: skip
 METHODS = {
     "unrolled": "unrolled soft-label distillation (Sucholutsky & Schonlau): synthetic inputs, soft labels and "
@@ -99,6 +99,9 @@ def render_card(distilled, repo_id: str | None = None) -> DatasetCard:
     if config.get("augmentation") and config.get("distill_method", "unrolled") == "unrolled":
         ops = config["augmentation"].replace("_", ", ")
         method += f" Each inner step trains on the synthetic images augmented with one of {ops} (a fresh draw each)."
+    if config.get("synthetic_ema_decay"):
+        decay = config["synthetic_ema_decay"]
+        method += f" The set is the exponential moving average (decay {decay}) of the set over the outer steps."
     if config.get("random_truncation"):
         method += " The unroll is back-propagated through a random window (RaT-BPTT, Feng et al.)."
     return DatasetCard.from_template(

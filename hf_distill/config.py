@@ -58,6 +58,11 @@ class DistillationConfig(TrainingArguments):
         learn_labels (`bool`, defaults to `True`, `False` for distribution matching): learn soft labels, starting
             from softmax(3 on the example's class, 0 elsewhere); otherwise keep exact one-hot labels.
         label_learning_rate (`float`, defaults to `0.01`): Adam step size of the label logits.
+        synthetic_ema_decay (`float` or `None`): keep an exponential moving average of the synthetic inputs, label
+            logits and log step sizes, updated after every outer step with this decay (warmed up as
+            `(1 + step) / (10 + step)`), and evaluate and save the average instead of the last set (Polyak
+            averaging: the set of the last few `1 / (1 - decay)` steps, not one point of a noisy path). Trust rounds
+            score with the current set. `None` (default): the last set.
 
         > Learner and inner loop
 
@@ -206,6 +211,10 @@ class DistillationConfig(TrainingArguments):
         default=None, metadata={"help": "Learn soft labels (default: yes, except with distribution matching)."}
     )
     label_learning_rate: float = field(default=0.01, metadata={"help": "Adam step size of the label logits."})
+    synthetic_ema_decay: float | None = field(
+        default=None,
+        metadata={"help": "Evaluate and save an exponential moving average of the set with this decay (e.g. 0.999)."},
+    )
 
     # Learner and inner loop
     learner: str | None = field(
@@ -388,6 +397,8 @@ class DistillationConfig(TrainingArguments):
             raise ValueError(
                 f"max_step_size must be >= step_size_init > 0 (got {self.max_step_size}, {self.step_size_init})."
             )
+        if self.synthetic_ema_decay is not None and not 0 < self.synthetic_ema_decay < 1:
+            raise ValueError(f"synthetic_ema_decay must be in (0, 1) (got {self.synthetic_ema_decay}).")
         if self.skip_gradient_spikes is not None and self.skip_gradient_spikes <= 1:
             raise ValueError(f"skip_gradient_spikes must be > 1 (got {self.skip_gradient_spikes}).")
         if self.inner_optimizer not in INNER_OPTIMIZERS:

@@ -43,6 +43,9 @@ def initial_label_logits(num_synthetic: int, num_labels: int, learned: bool = Tr
     return logits
 
 
+AVERAGED = ("inputs", "label_logits", "log_step_sizes")  # the tensors an exponential moving average follows
+
+
 class SyntheticSet(nn.Module):
     """The distilled set as a module: its parameters are the synthetic inputs, label logits and log step sizes.
 
@@ -61,6 +64,7 @@ class SyntheticSet(nn.Module):
         learn_step_sizes=True,
         max_step_size=None,
         num_step_size_groups=None,
+        ema_decay=None,
     ):
         super().__init__()
         self.inputs = nn.Parameter(inputs.clone())
@@ -69,14 +73,31 @@ class SyntheticSet(nn.Module):
         self.log_step_sizes = nn.Parameter(torch.full(shape, math.log(step_size_init)), requires_grad=learn_step_sizes)
         self.register_buffer("attention_mask", attention_mask)
         self.max_log_step_size = None if max_step_size is None else math.log(max_step_size)
+        self.ema_decay = ema_decay
+        if ema_decay is not None:  # buffers, so that checkpoints save them and a resume restores them
+            for name in AVERAGED:
+                self.register_buffer(f"ema_{name}", getattr(self, name).detach().clone())
 
-    def step_sizes(self) -> torch.Tensor:
+    def step_sizes(self, log: torch.Tensor | None = None) -> torch.Tensor:
         # Kept as logs so that they stay positive whatever the update; clamped from above if bounded.
-        log = self.log_step_sizes
+        log = self.log_step_sizes if log is None else log
         return (log if self.max_log_step_size is None else log.clamp(max=self.max_log_step_size)).exp()
 
     def forward(self):
         return self.inputs, self.attention_mask, self.label_logits.softmax(-1), self.step_sizes()
+
+    @torch.no_grad()
+    def update_average(self, step: int) -> None:
+        """Moves the exponential moving average (`ema_decay`) towards the current tensors, after outer step `step`
+        (1 for the first). The decay warms up as `(1 + step) / (10 + step)`, so early averages follow the set."""
+        decay = min(self.ema_decay, (1 + step) / (10 + step))
+        for name in AVERAGED:
+            getattr(self, f"ema_{name}").lerp_(getattr(self, name), 1 - decay)
+
+    def averaged(self):
+        """`forward()` of the moving averages: the set that is evaluated and saved when `ema_decay` is set."""
+        labels = self.ema_label_logits.softmax(-1)
+        return self.ema_inputs, self.attention_mask, labels, self.step_sizes(self.ema_log_step_sizes)
 
     def activation_checkpointing_enable(self, **kwargs):
         """Called by `Trainer` for `activation_checkpointing=True`. The set has no layers to recompute: the

@@ -17,7 +17,7 @@ from huggingface_hub import HfApi
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader
-from transformers import Trainer, default_data_collator
+from transformers import Trainer, TrainerCallback, default_data_collator
 from transformers.utils import logging
 from transformers.utils.hub import PushInProgress
 
@@ -64,6 +64,13 @@ TRAJECTORY_STATE_FILE = "matching_learner.safetensors"  # in checkpoints of runs
 
 class DistillationDivergedError(RuntimeError):
     """The outer loss became NaN or infinite; the checkpoints written so far are kept."""
+
+
+class SyntheticAverage(TrainerCallback):
+    """Updates the synthetic set's moving average after every optimiser step (`synthetic_ema_decay`)."""
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        model.update_average(state.global_step)
 
 
 class DistillationTrainer(Trainer):
@@ -186,6 +193,8 @@ class DistillationTrainer(Trainer):
             compute_metrics=compute_metrics or accuracy,
             callbacks=callbacks,
         )
+        if args.synthetic_ema_decay is not None:
+            self.add_callback(SyntheticAverage)
         self.learner.to(self.args.device)
         # Taken after the move, so a pretrained backbone is not copied to the device again at every outer step
         self.pretrained_params = (
@@ -278,6 +287,7 @@ class DistillationTrainer(Trainer):
             args.learn_step_sizes,
             args.max_step_size,
             len(trainable_parameters(self.learner)) if args.per_layer_step_sizes else None,
+            args.synthetic_ema_decay,
         )
 
     def _check_classes(self, classes: list[int]) -> None:
@@ -613,9 +623,8 @@ class DistillationTrainer(Trainer):
     def distilled_dataset(self) -> DistilledDataset:
         """The current synthetic set as a [`DistilledDataset`]: a detached CPU copy, which later steps leave alone."""
         synthetic = self.accelerator.unwrap_model(self.model)
-        inputs, mask, soft_labels, step_sizes = (
-            t.detach().cpu().clone() if t is not None else None for t in synthetic()
-        )
+        tensors = synthetic.averaged() if synthetic.ema_decay is not None else synthetic()
+        inputs, mask, soft_labels, step_sizes = (t.detach().cpu().clone() if t is not None else None for t in tensors)
         fixed_init = self.fixed_init
         if fixed_init is not None and self.pretrained:  # the backbone is the checkpoint's: keep the head only
             fixed_init = {k: fixed_init[k] for k in head_parameter_names(self.learner)}

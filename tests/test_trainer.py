@@ -10,11 +10,13 @@ import pytest
 import torch
 from conftest import TOY_SETTINGS, quick_config
 from safetensors.torch import load_file
+from transformers import TrainerCallback
 
 import hf_distill.trainer
 from hf_distill import DistillationDivergedError, DistillationTrainer, DistilledDataset, build_learner, load_real_data
 from hf_distill.data import DataArguments, pixel_dataset
 from hf_distill.environment import PORTABLE_CPU_ENV
+from hf_distill.synthetic import AVERAGED
 
 
 def small_convnet(num_labels=4):
@@ -239,21 +241,72 @@ def test_adam_inner_steps_are_learned_saved_and_replayed(tmp_path, image_data):
         quick_config(tmp_path, inner_optimizer="momentum")
 
 
-def test_checkpoint_resume_continues_from_the_same_state(tmp_path, image_data):
+class RecordSet(TrainerCallback):
+    """Keeps the synthetic tensors the set starts from and has after each outer step."""
+
+    def __init__(self):
+        self.sets = []
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.sets.append([getattr(model, n).detach().clone() for n in AVERAGED])
+
+    on_step_end = on_train_begin
+
+
+def test_synthetic_ema_decay_evaluates_and_saves_the_moving_average(tmp_path, image_data):
     train, test = image_data
-    args = quick_config(tmp_path, max_steps=6, save_strategy="steps", save_steps=3, seed=3)
+    args = quick_config(tmp_path, max_steps=6, synthetic_ema_decay=0.5, learner_init="fixed")
+    record = RecordSet()
+    trainer = DistillationTrainer(
+        args=args, train_dataset=train, eval_dataset=test, learner=small_convnet(), callbacks=[record]
+    )
+    trainer.train()
+    trainer.save_model()
+    average = record.sets[0]
+    for step, current in enumerate(record.sets[1:], start=1):  # the decay warms up: 2/11, 3/12, ... then 0.5
+        decay = min(0.5, (1 + step) / (10 + step))
+        average = [decay * a + (1 - decay) * c for a, c in zip(average, current)]
+    inputs, label_logits, log_step_sizes = average
+    saved = DistilledDataset.load(args.output_dir)
+    torch.testing.assert_close(saved.inputs, inputs)
+    torch.testing.assert_close(saved.soft_labels, label_logits.softmax(-1))
+    torch.testing.assert_close(saved.step_sizes, log_step_sizes.exp())
+    assert not torch.allclose(saved.inputs, record.sets[-1][0], atol=1e-4)  # not the last set
+    assert "exponential moving average (decay 0.5)" in (Path(args.output_dir) / "README.md").read_text()
+    model = saved.train_learner()  # evaluate() trained on the average too: the same accuracy from the saved set
+    x, y = torch.tensor(np.array(test["pixel_values"])), np.array(test["labels"])
+    replayed = (model(pixel_values=x).logits.argmax(-1).numpy() == y).mean()
+    assert math.isclose(replayed, trainer.evaluate()["eval_accuracy"], abs_tol=1e-6)
+    with pytest.raises(ValueError, match="synthetic_ema_decay must be in"):
+        quick_config(tmp_path, synthetic_ema_decay=1.0)
+
+
+@pytest.mark.parametrize("ema_decay", [None, 0.5])
+def test_checkpoint_resume_continues_from_the_same_state(tmp_path, image_data, ema_decay):
+    train, test = image_data
+    args = quick_config(
+        tmp_path, max_steps=6, save_strategy="steps", save_steps=3, seed=3, synthetic_ema_decay=ema_decay
+    )
     full = DistillationTrainer(args=args, train_dataset=train, eval_dataset=test, learner=small_convnet())
     full.train()
     checkpoint = tmp_path / "out" / "checkpoint-3"
     assert (checkpoint / "optimizer.pt").is_file() and (checkpoint / "distillation.json").is_file()
 
-    args = quick_config(tmp_path, max_steps=6, save_strategy="no", seed=3, output_dir=str(tmp_path / "resumed"))
+    args = quick_config(
+        tmp_path,
+        max_steps=6,
+        save_strategy="no",
+        seed=3,
+        output_dir=str(tmp_path / "resumed"),
+        synthetic_ema_decay=ema_decay,
+    )
     resumed = DistillationTrainer(args=args, train_dataset=train, eval_dataset=test, learner=small_convnet())
     resumed.train(resume_from_checkpoint=str(checkpoint))
     assert resumed.state.global_step == 6
     for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-5), f"{name} differs after resume"
-    assert load_file(str(checkpoint / "model.safetensors")).keys() == full.model.state_dict().keys()
+    saved = load_file(str(checkpoint / "model.safetensors")).keys()
+    assert saved == full.model.state_dict().keys() and ("ema_inputs" in saved) == (ema_decay is not None)
 
 
 def test_load_best_model_at_end_keeps_the_set_that_scored_best(tmp_path, image_data):
