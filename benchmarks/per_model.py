@@ -12,10 +12,14 @@ tokenizer and frozen input embeddings of the embedding model they record, at the
 """
 
 import argparse
+import dataclasses
+import math
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from hf_distill import DataArguments, DistilledDataset, load_real_data
 from hf_distill.data import load_input_embeddings
@@ -59,6 +63,19 @@ def text_batches(distilled: DistilledDataset, dataset: str, max_samples: int | N
     return batches, np.asarray(split["labels"])
 
 
+def last_set(distilled: DistilledDataset, folder: str) -> DistilledDataset:
+    """The run's last set, from the raw state in `folder`'s model.safetensors, where `distilled` (the saved dataset)
+    is the moving average a run with `synthetic_ema_decay` saves."""
+    path = Path(folder) / "model.safetensors"
+    if not path.is_file():
+        raise SystemExit(f"{path} does not exist: --last needs the output folder of a run, not a bare dataset.")
+    state = load_file(str(path))
+    bound = (distilled.metadata.get("config") or {}).get("max_step_size")
+    log_steps = state["log_step_sizes"] if bound is None else state["log_step_sizes"].clamp(max=math.log(bound))
+    soft_labels = state["label_logits"].softmax(-1)
+    return dataclasses.replace(distilled, inputs=state["inputs"], soft_labels=soft_labels, step_sizes=log_steps.exp())
+
+
 def accuracy(learner, batches, labels: np.ndarray) -> float:
     """`batches()` yields the model inputs of the examples whose `labels` are given, in order."""
     with torch.no_grad():
@@ -76,8 +93,13 @@ def main() -> None:
     parser.add_argument("--protocol", default=None, help="learned, adam or sgd (default: as the set was evaluated)")
     parser.add_argument("--steps", type=int, default=None, help="full-batch steps of adam or sgd")
     parser.add_argument("--lr", type=float, default=None, help="their step size")
+    parser.add_argument(
+        "--last", action="store_true", help="score a run's last set, not the moving average synthetic_ema_decay saves"
+    )
     args = parser.parse_args()
     distilled = DistilledDataset.load(args.distilled)
+    if args.last:
+        distilled = last_set(distilled, args.distilled)
     if distilled.modality == "text":
         batches, labels = text_batches(distilled, args.dataset, args.eval_max_samples)
     else:

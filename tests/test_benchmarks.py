@@ -209,6 +209,34 @@ def test_per_model_prints_each_learners_accuracy(tmp_path, image_dataset_dir):
     assert len(set(per_model)) > 1  # three different inits
 
 
+def test_per_model_last_scores_the_last_set_of_a_run_that_saved_its_moving_average(tmp_path, image_dataset_dir):
+    from conftest import quick_config
+
+    from hf_distill import DataArguments, DistillationTrainer, build_learner, load_real_data
+
+    data = load_real_data(DataArguments(dataset=image_dataset_dir))
+    for name, decay in (("average", 0.5), ("last", None)):  # the moving average does not change the path
+        args = quick_config(
+            tmp_path, output_dir=str(tmp_path / name), synthetic_ema_decay=decay, max_steps=4, learning_rate=0.1
+        )
+        learner = build_learner("convnet", 4, num_channels=1, image_size=data.train[0]["pixel_values"].shape[-1])
+        trainer = DistillationTrainer(args=args, train_dataset=data.train, learner=learner)
+        trainer.train()
+        trainer.save_model()
+    script = [sys.executable, BENCHMARKS / "per_model.py"]
+    printed = {}
+    for name, flags in (("average", []), ("average", ["--last"]), ("last", [])):
+        command = [*script, tmp_path / name, image_dataset_dir, "--models", "2", *flags]
+        done = subprocess.run(command, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        printed[name, bool(flags)] = done.stdout
+    assert printed["average", True] == printed["last", False]  # --last scores what the run without it saved
+    assert printed["average", True] != printed["average", False]
+    trainer.distilled_dataset().save(tmp_path / "bare")  # a dataset folder without the run's state
+    done = subprocess.run([*script, tmp_path / "bare", image_dataset_dir, "--last"], capture_output=True)
+    assert done.returncode != 0 and b"model.safetensors does not exist" in done.stderr
+
+
 def test_per_model_scores_a_text_set_through_its_embedding_model(tmp_path, text_dataset_dir, tiny_embedding_model):
     import torch
     from conftest import distilled_set
