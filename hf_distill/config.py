@@ -59,10 +59,10 @@ class DistillationConfig(TrainingArguments):
             from softmax(3 on the example's class, 0 elsewhere); otherwise keep exact one-hot labels.
         label_learning_rate (`float`, defaults to `0.01`): Adam step size of the label logits.
         synthetic_ema_decay (`float` or `None`): keep an exponential moving average of the synthetic inputs, label
-            logits and log step sizes, updated after every outer step with this decay (warmed up as
-            `(1 + step) / (10 + step)`), and evaluate and save the average instead of the last set (Polyak
-            averaging: the set of the last few `1 / (1 - decay)` steps, not one point of a noisy path). Trust rounds
-            score with the current set. `None` (default): the last set.
+            logits and log step sizes, updated after every outer step with this decay (bias-corrected as Adam's
+            moments), and evaluate and save the average instead of the last set (Polyak averaging: the set of about
+            the last `1 / (1 - decay)` outer steps, not one point of a noisy path). Trust rounds score with the
+            current set. `None` (default): the last set.
 
         > Learner and inner loop
 

@@ -76,7 +76,8 @@ class SyntheticSet(nn.Module):
         self.ema_decay = ema_decay
         if ema_decay is not None:  # buffers, so that checkpoints save them and a resume restores them
             for name in AVERAGED:
-                self.register_buffer(f"ema_{name}", getattr(self, name).detach().clone())
+                self.register_buffer(f"ema_{name}", torch.zeros_like(getattr(self, name)))
+            self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
 
     def step_sizes(self, log: torch.Tensor | None = None) -> torch.Tensor:
         # Kept as logs so that they stay positive whatever the update; clamped from above if bounded.
@@ -87,17 +88,22 @@ class SyntheticSet(nn.Module):
         return self.inputs, self.attention_mask, self.label_logits.softmax(-1), self.step_sizes()
 
     @torch.no_grad()
-    def update_average(self, step: int) -> None:
-        """Moves the exponential moving average (`ema_decay`) towards the current tensors, after outer step `step`
-        (1 for the first). The decay warms up as `(1 + step) / (10 + step)`, so early averages follow the set."""
-        decay = min(self.ema_decay, (1 + step) / (10 + step))
+    def update_average(self) -> None:
+        """One update of the exponential moving average (`ema_decay`) with the current tensors; call it after every
+        outer step."""
         for name in AVERAGED:
-            getattr(self, f"ema_{name}").lerp_(getattr(self, name), 1 - decay)
+            getattr(self, f"ema_{name}").lerp_(getattr(self, name), 1 - self.ema_decay)
+        self.ema_updates += 1
 
     def averaged(self):
-        """`forward()` of the moving averages: the set that is evaluated and saved when `ema_decay` is set."""
-        labels = self.ema_label_logits.softmax(-1)
-        return self.ema_inputs, self.attention_mask, labels, self.step_sizes(self.ema_log_step_sizes)
+        """`forward()` of the moving averages, the set that is evaluated and saved when `ema_decay` is set. The
+        averages start from zero and are divided by `1 - decay ** updates` (as Adam's moments), so each outer step
+        weighs `decay ** age` from the first on; before the first update, the current set."""
+        if self.ema_updates == 0:
+            return self()
+        correction = 1 - self.ema_decay ** self.ema_updates.item()
+        inputs, logits, log_steps = (getattr(self, f"ema_{name}") / correction for name in AVERAGED)
+        return inputs, self.attention_mask, logits.softmax(-1), self.step_sizes(log_steps)
 
     def activation_checkpointing_enable(self, **kwargs):
         """Called by `Trainer` for `activation_checkpointing=True`. The set has no layers to recompute: the

@@ -70,7 +70,7 @@ class SyntheticAverage(TrainerCallback):
     """Updates the synthetic set's moving average after every optimiser step (`synthetic_ema_decay`)."""
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        model.update_average(state.global_step)
+        model.update_average()
 
 
 class DistillationTrainer(Trainer):

@@ -262,11 +262,10 @@ def test_synthetic_ema_decay_evaluates_and_saves_the_moving_average(tmp_path, im
     )
     trainer.train()
     trainer.save_model()
-    average = record.sets[0]
-    for step, current in enumerate(record.sets[1:], start=1):  # the decay warms up: 2/11, 3/12, ... then 0.5
-        decay = min(0.5, (1 + step) / (10 + step))
-        average = [decay * a + (1 - decay) * c for a, c in zip(average, current)]
-    inputs, label_logits, log_step_sizes = average
+    steps = record.sets[1:]  # outer step s of 6 weighs 0.5 ** (6 - s), normalised: the start is not in it
+    weights = torch.tensor([0.5 ** (len(steps) - s) for s in range(1, len(steps) + 1)])
+    weights /= weights.sum()
+    inputs, label_logits, log_step_sizes = (sum(w * t[i] for w, t in zip(weights, steps)) for i in range(3))
     saved = DistilledDataset.load(args.output_dir)
     torch.testing.assert_close(saved.inputs, inputs)
     torch.testing.assert_close(saved.soft_labels, label_logits.softmax(-1))
