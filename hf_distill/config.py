@@ -213,7 +213,7 @@ class DistillationConfig(TrainingArguments):
     label_learning_rate: float = field(default=0.01, metadata={"help": "Adam step size of the label logits."})
     synthetic_ema_decay: float | None = field(
         default=None,
-        metadata={"help": "Evaluate and save an exponential moving average of the set with this decay (e.g. 0.999)."},
+        metadata={"help": "Evaluate and save an exponential moving average of the set with this decay (e.g. 0.9997)."},
     )
 
     # Learner and inner loop
