@@ -13,7 +13,6 @@ tokenizer and frozen input embeddings of the embedding model they record, at the
 
 import argparse
 import dataclasses
-import math
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from safetensors.torch import load_file
 
 from hf_distill import DataArguments, DistilledDataset, load_real_data
 from hf_distill.data import load_input_embeddings
+from hf_distill.synthetic import SyntheticSet
 
 IMAGE_BATCH = 1024  # real examples per forward pass
 TEXT_BATCH = 256  # text is embedded a batch at a time: all of IMDB's test split at once would take ~10 GB
@@ -70,10 +70,15 @@ def last_set(distilled: DistilledDataset, folder: str) -> DistilledDataset:
     if not path.is_file():
         raise SystemExit(f"{path} does not exist: --last needs the output folder of a run, not a bare dataset.")
     state = load_file(str(path))
+    log_steps = state["log_step_sizes"]
     bound = (distilled.metadata.get("config") or {}).get("max_step_size")
-    log_steps = state["log_step_sizes"] if bound is None else state["log_step_sizes"].clamp(max=math.log(bound))
-    soft_labels = state["label_logits"].softmax(-1)
-    return dataclasses.replace(distilled, inputs=state["inputs"], soft_labels=soft_labels, step_sizes=log_steps.exp())
+    groups = log_steps.shape[1] if log_steps.ndim == 2 else None  # per-layer step sizes
+    synthetic = SyntheticSet(
+        state["inputs"], state["label_logits"], len(log_steps), 1.0, max_step_size=bound, num_step_size_groups=groups
+    )
+    synthetic.load_state_dict(state, strict=False)  # the log step sizes, and the averages this module does not keep
+    inputs, _, soft_labels, step_sizes = (t.detach() if t is not None else None for t in synthetic())
+    return dataclasses.replace(distilled, inputs=inputs, soft_labels=soft_labels, step_sizes=step_sizes)
 
 
 def accuracy(learner, batches, labels: np.ndarray) -> float:
