@@ -71,10 +71,16 @@ def last_set(distilled: DistilledDataset, folder: str) -> DistilledDataset:
         raise SystemExit(f"{path} does not exist: --last needs the output folder of a run, not a bare dataset.")
     state = load_file(str(path))
     log_steps = state["log_step_sizes"]
-    bound = (distilled.metadata.get("config") or {}).get("max_step_size")
+    config = distilled.metadata.get("config") or {}
     groups = log_steps.shape[1] if log_steps.ndim == 2 else None  # per-layer step sizes
     synthetic = SyntheticSet(
-        state["inputs"], state["label_logits"], len(log_steps), 1.0, max_step_size=bound, num_step_size_groups=groups
+        state["inputs"],
+        state["label_logits"],
+        len(log_steps),
+        1.0,
+        max_step_size=config.get("max_step_size"),
+        num_step_size_groups=groups,
+        label_softmax=config.get("label_softmax", True),
     )
     synthetic.load_state_dict(state, strict=False)  # the log step sizes, and the averages this module does not keep
     inputs, _, soft_labels, step_sizes = (t.detach() if t is not None else None for t in synthetic())

@@ -18,8 +18,8 @@ TAGS = ["dataset-distillation", "hf_distill", "synthetic"]
 TASKS = {"text": "text-classification", "image": "image-classification"}
 HYPERPARAMETERS = (
     "distill_method", "augmentation", "synthetic_per_class", "num_synthetic", "synthetic_init", "learn_labels",
-    "inner_steps", "inner_epochs", "inner_optimizer", "step_size_init", "learn_step_sizes", "per_layer_step_sizes",
-    "backprop_steps", "random_truncation", "max_steps", "learning_rate", "label_learning_rate",
+    "label_softmax", "inner_steps", "inner_epochs", "inner_optimizer", "step_size_init", "learn_step_sizes",
+    "per_layer_step_sizes", "backprop_steps", "random_truncation", "max_steps", "learning_rate", "label_learning_rate",
     "step_size_learning_rate", "synthetic_ema_decay", "per_device_train_batch_size", "seed",
 )  # fmt: skip
 METHODS = {
@@ -99,6 +99,11 @@ def render_card(distilled, repo_id: str | None = None) -> DatasetCard:
     if config.get("augmentation") and config.get("distill_method", "unrolled") == "unrolled":
         ops = config["augmentation"].replace("_", ", ")
         method += f" Each inner step trains on the synthetic images augmented with one of {ops} (a fresh draw each)."
+    if config.get("label_softmax") is False and config.get("learn_labels"):
+        method += (
+            " Its soft labels are unconstrained real vectors (`label_softmax=False`), not distributions: train on"
+            " them with `-sum(labels * log_softmax(logits))`."
+        )
     if config.get("synthetic_ema_decay"):
         decay = config["synthetic_ema_decay"]
         method += f" The set is the exponential moving average (decay {decay}) of the set over the outer steps."

@@ -58,6 +58,11 @@ class DistillationConfig(TrainingArguments):
         learn_labels (`bool`, defaults to `True`, `False` for distribution matching): learn soft labels, starting
             from softmax(3 on the example's class, 0 elsewhere); otherwise keep exact one-hot labels.
         label_learning_rate (`float`, defaults to `0.01`): Adam step size of the label logits.
+        label_softmax (`bool`, defaults to `True`): soft labels are the softmax of the learned logits, distributions
+            over the classes. `False` learns the labels as unconstrained real vectors instead, as the reference code
+            of Sucholutsky & Schonlau does by default (its `--label_softmax` is off): starting from the same
+            distributions, a label may then weigh a class negatively, and its sum scales its example's loss. The
+            inner loss is `-sum(label * log_softmax(logits))` either way.
         synthetic_ema_decay (`float` or `None`): keep an exponential moving average of the synthetic inputs, label
             logits and log step sizes, updated after every outer step with this decay (bias-corrected as Adam's
             moments), and evaluate and save the average instead of the last set (Polyak averaging: the set of about
@@ -211,6 +216,13 @@ class DistillationConfig(TrainingArguments):
         default=None, metadata={"help": "Learn soft labels (default: yes, except with distribution matching)."}
     )
     label_learning_rate: float = field(default=0.01, metadata={"help": "Adam step size of the label logits."})
+    label_softmax: bool = field(
+        default=True,
+        metadata={
+            "help": "Soft labels are the softmax of learned logits; false: unconstrained real vectors (the reference "
+            "code's default)."
+        },
+    )
     synthetic_ema_decay: float | None = field(
         default=None,
         metadata={"help": "Evaluate and save an exponential moving average of the set with this decay (e.g. 0.9997)."},

@@ -48,6 +48,7 @@ AVERAGED = ("inputs", "label_logits", "log_step_sizes")  # the tensors an expone
 
 class SyntheticSet(nn.Module):
     """The distilled set as a module: its parameters are the synthetic inputs, label logits and log step sizes.
+    With `label_softmax=False` the `label_logits` parameter holds the soft labels themselves, free real vectors.
 
     Being the `Trainer`'s model, it gets the optimiser, schedule, checkpoints, resume and DDP gradient averaging of
     `Trainer` for free. `forward()` takes no real data; it returns the current synthetic tensors.
@@ -65,6 +66,7 @@ class SyntheticSet(nn.Module):
         max_step_size=None,
         num_step_size_groups=None,
         ema_decay=None,
+        label_softmax=True,
     ):
         super().__init__()
         self.inputs = nn.Parameter(inputs.clone())
@@ -73,6 +75,7 @@ class SyntheticSet(nn.Module):
         self.log_step_sizes = nn.Parameter(torch.full(shape, math.log(step_size_init)), requires_grad=learn_step_sizes)
         self.register_buffer("attention_mask", attention_mask)
         self.max_log_step_size = None if max_step_size is None else math.log(max_step_size)
+        self.label_softmax = label_softmax
         self.ema_decay = ema_decay
         if ema_decay is not None:  # buffers, so that checkpoints save them and a resume restores them
             for name in AVERAGED:
@@ -84,8 +87,13 @@ class SyntheticSet(nn.Module):
         log = self.log_step_sizes if log is None else log
         return (log if self.max_log_step_size is None else log.clamp(max=self.max_log_step_size)).exp()
 
+    def soft_labels(self, logits: torch.Tensor | None = None) -> torch.Tensor:
+        # A distribution over classes, or (`label_softmax=False`) the learned vectors themselves, unconstrained.
+        logits = self.label_logits if logits is None else logits
+        return logits.softmax(-1) if self.label_softmax else logits
+
     def forward(self):
-        return self.inputs, self.attention_mask, self.label_logits.softmax(-1), self.step_sizes()
+        return self.inputs, self.attention_mask, self.soft_labels(), self.step_sizes()
 
     @torch.no_grad()
     def update_average(self) -> None:
@@ -103,7 +111,7 @@ class SyntheticSet(nn.Module):
             return self()
         correction = 1 - self.ema_decay ** self.ema_updates.item()
         inputs, logits, log_steps = (getattr(self, f"ema_{name}") / correction for name in AVERAGED)
-        return inputs, self.attention_mask, logits.softmax(-1), self.step_sizes(log_steps)
+        return inputs, self.attention_mask, self.soft_labels(logits), self.step_sizes(log_steps)
 
     def activation_checkpointing_enable(self, **kwargs):
         """Called by `Trainer` for `activation_checkpointing=True`. The set has no layers to recompute: the

@@ -256,6 +256,8 @@ class DistillationTrainer(Trainer):
     def _init_synthetic(self, args, train_dataset, num_labels) -> SyntheticSet:
         n = args.num_synthetic or args.synthetic_per_class * num_labels
         labels = initial_label_logits(n, num_labels, learned=args.learn_labels)
+        if not args.label_softmax:  # unconstrained labels start as the distributions the logits stand for
+            labels = labels.softmax(-1)
         classes = labels.argmax(-1).tolist()
         self._check_classes(classes)
         if args.synthetic_init == "kmeans":
@@ -288,6 +290,7 @@ class DistillationTrainer(Trainer):
             args.max_step_size,
             len(trainable_parameters(self.learner)) if args.per_layer_step_sizes else None,
             args.synthetic_ema_decay,
+            args.label_softmax,
         )
 
     def _check_classes(self, classes: list[int]) -> None:

@@ -241,6 +241,41 @@ def test_adam_inner_steps_are_learned_saved_and_replayed(tmp_path, image_data):
         quick_config(tmp_path, inner_optimizer="momentum")
 
 
+def test_label_softmax_false_learns_unconstrained_labels_and_trains_on_them(tmp_path, image_data):
+    train, test = image_data
+    sets = {}
+    for softmax in (True, False):
+        args = quick_config(
+            tmp_path, max_steps=6, label_softmax=softmax, label_learning_rate=0.05, learner_init="fixed"
+        )
+        trainer = DistillationTrainer(args=args, train_dataset=train, eval_dataset=test, learner=small_convnet())
+        sets[softmax] = trainer.model()[2].detach().clone()  # the soft labels the set starts from
+        trainer.train()
+        trainer.save_model()
+    torch.testing.assert_close(sets[False], sets[True])  # the same start: only the parametrisation differs
+    saved = DistilledDataset.load(args.output_dir)
+    torch.testing.assert_close(saved.soft_labels, trainer.model.label_logits.detach())  # the vectors themselves
+    sums = saved.soft_labels.sum(-1)
+    assert (sums - 1).abs().max() > 1e-3, sums  # no longer distributions
+    assert "unconstrained real vectors" in (Path(args.output_dir) / "README.md").read_text()
+    model = saved.train_learner()  # the replay trains on the same unconstrained labels as evaluate()
+    x, y = torch.tensor(np.array(test["pixel_values"])), np.array(test["labels"])
+    replayed = (model(pixel_values=x).logits.argmax(-1).numpy() == y).mean()
+    assert math.isclose(replayed, trainer.evaluate()["eval_accuracy"], abs_tol=1e-6)
+
+
+def test_label_softmax_does_not_change_fixed_labels(tmp_path, image_data):
+    train, test = image_data
+    inputs = []
+    for softmax in (True, False):
+        args = quick_config(tmp_path, max_steps=3, label_softmax=softmax, learn_labels=False, learner_init="fixed")
+        trainer = DistillationTrainer(args=args, train_dataset=train, eval_dataset=test, learner=small_convnet())
+        trainer.train()
+        inputs.append(trainer.model.inputs.detach())
+        torch.testing.assert_close(trainer.model()[2], torch.eye(4)[trainer.model.label_logits.argmax(-1)])
+    torch.testing.assert_close(inputs[0], inputs[1])
+
+
 class RecordSet(TrainerCallback):
     """Keeps the synthetic tensors the set starts from and has after each outer step."""
 
