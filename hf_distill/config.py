@@ -57,7 +57,8 @@ class DistillationConfig(TrainingArguments):
             Gaussian noise (`"noise"`).
         learn_labels (`bool`, defaults to `True`, `False` for distribution matching): learn soft labels, starting
             from softmax(3 on the example's class, 0 elsewhere); otherwise keep exact one-hot labels.
-        label_learning_rate (`float`, defaults to `0.01`): Adam step size of the label logits.
+        label_learning_rate (`float`, defaults to `0.01`): Adam step size of the label logits (of the labels
+            themselves with `label_softmax=False`).
         label_softmax (`bool`, defaults to `True`): soft labels are the softmax of the learned logits, distributions
             over the classes. `False` learns the labels as unconstrained real vectors instead, as the reference code
             of Sucholutsky & Schonlau does by default (its `--label_softmax` is off): starting from the same
