@@ -216,7 +216,10 @@ class DistillationConfig(TrainingArguments):
     learn_labels: bool | None = field(
         default=None, metadata={"help": "Learn soft labels (default: yes, except with distribution matching)."}
     )
-    label_learning_rate: float = field(default=0.01, metadata={"help": "Adam step size of the label logits."})
+    label_learning_rate: float = field(
+        default=0.01,
+        metadata={"help": "Adam step size of the label logits (of the labels themselves with label_softmax false)."},
+    )
     label_softmax: bool = field(
         default=True,
         metadata={
