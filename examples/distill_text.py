@@ -26,6 +26,7 @@ args = DistillationConfig(
     learner="textcnn",
     embedding_model=cli.embedding_model,
     synthetic_per_class=10,
+    learning_rate=3e-4,  # the text presets' step size for embeddings of MiniLM's scale (std 0.056)
     max_steps=cli.max_steps,
     per_device_train_batch_size=64,
     num_eval_models=5,
