@@ -1,7 +1,10 @@
 """Distil an image dataset with the Trainer API, then train a fresh learner on the 10 distilled images.
 
-python examples/distill_images.py                                   # scikit-learn digits, offline, ~1 minute
+python examples/distill_images.py                                   # scikit-learn digits, offline, ~2 minutes
 python examples/distill_images.py --dataset ../shared/data/mnist    # MNIST from a local parquet folder
+
+On the digits it printed "distilled: 0.911 ± 0.008   random real subset: 0.656 ± 0.051" in 1 min 44 s (2026-12-07,
+2-core AMD EPYC, no GPU, torch 2.13.0+cpu).
 """
 
 import argparse

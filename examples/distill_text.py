@@ -2,6 +2,11 @@
 
 python examples/distill_text.py --dataset ../shared/data/sst2 --embedding_model ../shared/models/all-MiniLM-L6-v2
 python examples/distill_text.py --dataset stanfordnlp/imdb --embedding_model sentence-transformers/all-MiniLM-L6-v2
+
+The first command (SST-2's 1,821 test sentences; 2026-12-07, one thread of a 2-core AMD EPYC, no GPU, beside another
+run, 27.5 min) gave eval_accuracy 0.690 ± 0.012 for the 20 sequences against 0.553 ± 0.040 for 20 random real
+sentences (0.675 ± 0.015 with the sequences learned at 0.01 instead of 3e-4). `hf-distill distill --dataset
+../shared/data/sst2 --synthetic_per_class 10` runs the preset's 1,000 outer steps with real batches of 256 instead.
 """
 
 import argparse
