@@ -5,7 +5,8 @@ python examples/distill_text.py --dataset stanfordnlp/imdb --embedding_model sen
 
 The first command (SST-2's 1,821 test sentences; 2026-12-07, one thread of a 2-core AMD EPYC, no GPU, beside another
 run, 27.5 min) gave eval_accuracy 0.690 ± 0.012 for the 20 sequences against 0.553 ± 0.040 for 20 random real
-sentences (0.675 ± 0.015 with the sequences learned at 0.01 instead of 3e-4). `hf-distill distill --dataset
+sentences (0.675 ± 0.015 from this script as it was before commit 5ecc416, which learned the sequences at 0.01
+instead of 3e-4). `hf-distill distill --dataset
 ../shared/data/sst2 --synthetic_per_class 10` runs the preset's 1,000 outer steps with real batches of 256 instead.
 """
 
