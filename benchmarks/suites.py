@@ -19,7 +19,7 @@ MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 QUICK_FLAGS = [
     "--max_steps", "10", "--logging_steps", "5", "--num_eval_models", "2", "--eval_train_steps", "30",
     "--max_train_samples", "1000", "--eval_max_samples", "300", "--inner_steps", "3", "--inner_epochs", "1",
-    "--trust_interval", "5",
+    "--trust_interval", "5", "--per_device_train_batch_size", "64",
 ]  # fmt: skip
 QUICK_TEXT_FLAGS = ["--max_length", "32"]
 

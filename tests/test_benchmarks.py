@@ -162,6 +162,7 @@ def test_run_rejects_an_unknown_row():
 def test_quick_suite_runs_and_renders(tmp_path):
     results, docs = tmp_path / "results.jsonl", tmp_path / "docs"
     run = [sys.executable, BENCHMARKS / "run.py", "seed-s1", "--quick", "--jobs", "2", "--results", results]
+    run += ["--output_root", tmp_path / "runs"]
     subprocess.run(run, check=True, capture_output=True)
     records = report.load(results)
     assert {r["row"] for r in records} == {n.partition("/")[2] for n in suites.row_names(suites.SUITES["seed-s1"])}
