@@ -11,7 +11,7 @@ from transformers import HfArgumentParser
 from .config import DistillationConfig
 from .data import DataArguments, find_preset, hub_revision, load_input_embeddings, load_real_data
 from .environment import use_portable_cpu_kernels
-from .learners import check_pretrained_modality, is_pretrained_learner
+from .learners import check_learner_modality, is_pretrained_learner
 from .synthetic import DistilledDataset
 from .trainer import DistillationTrainer
 
@@ -45,11 +45,10 @@ def parse_args(argv: list[str]) -> tuple[DataArguments, DistillationConfig]:
         known = {a.dest for a in parser._actions}
         parser.set_defaults(**{k: v for k, v in preset.defaults.items() if k in known})
     data_args, args = parser.parse_args_into_dataclasses(args=argv)
-    if is_pretrained_learner(args.learner):
-        if preset is not None:  # before the learner is loaded as an embedding model below
-            check_pretrained_modality(args.learner, preset.modality)
-        if "--embedding_model" not in argv:  # not the preset's: the learner's own embedding space
-            args.embedding_model = args.learner
+    if preset is not None and args.learner is not None:  # before an embedding model is loaded for it
+        check_learner_modality(args.learner, preset.modality)
+    if is_pretrained_learner(args.learner) and "--embedding_model" not in argv:
+        args.embedding_model = args.learner  # not the preset's: the learner's own embedding space
     return data_args, args
 
 

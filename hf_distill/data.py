@@ -115,7 +115,8 @@ class DataArguments:
         default=None, metadata={"help": f"Preset to apply ({', '.join(PRESETS)}); default: from --dataset."}
     )
     text_column: str | None = field(
-        default=None, metadata={"help": "Text column (default: from the preset, or 'text')."}
+        default=None,
+        metadata={"help": "Text column (default: from the preset, or 'text'); naming one reads the data as text."},
     )
     image_column: str | None = field(
         default=None, metadata={"help": "Image column (default: from the preset, or 'image')."}
@@ -277,7 +278,15 @@ def load_real_data(
         "label",
         data_args.train_split,
     )
-    if "pixels" in columns:  # the embedded digits
+    if data_args.text_column and data_args.image_column:
+        raise ValueError(
+            f"Both text_column={data_args.text_column!r} and image_column={data_args.image_column!r} are set: "
+            "a run distils one input column, give one of them."
+        )
+    if data_args.text_column:  # named by the user: text, even where the dataset also has images
+        modality = "text"
+        inputs = [_pick_column(columns, data_args.text_column, (), "text", data_args.train_split)]
+    elif "pixels" in columns:  # the embedded digits
         modality, inputs = "image", ["pixels"]
     elif data_args.image_column or (preset and preset.modality == "image") or "image" in columns or "img" in columns:
         modality = "image"
@@ -293,10 +302,9 @@ def load_real_data(
     else:
         modality = "text"
         wanted = [c for c in (preset.input_columns if preset else ()) if c in columns]
-        inputs = [data_args.text_column] if data_args.text_column else wanted
         inputs = [
             _pick_column(columns, c, ("text", "sentence", "content"), "text", data_args.train_split)
-            for c in (inputs or [None])
+            for c in (wanted or [None])
         ]
     for c in inputs + [label_col]:
         if c not in evaluation.column_names:

@@ -213,12 +213,32 @@ def is_pretrained_learner(name: str | None) -> bool:
     return name is not None and name not in LEARNERS
 
 
-def check_pretrained_modality(name: str, modality: str) -> None:
-    if modality != "text":
+def input_modality(learner) -> str:
+    """`"image"` or `"text"`: the data a learner (a name, or a model by its `main_input_name`) reads; a name that is
+    not one of hf_distill's image learners is a text learner or a pretrained transformer, which reads text."""
+    if isinstance(learner, str):
+        return "image" if learner in IMAGE_LEARNERS else "text"
+    return "image" if getattr(learner, "main_input_name", None) == "pixel_values" else "text"
+
+
+def check_learner_modality(learner, modality: str) -> None:
+    """A one-line error when `learner` (a name or a model) cannot read data of `modality`, raised before anything
+    is loaded or trained for it."""
+    reads = input_modality(learner)
+    if reads == modality:
+        return
+    name = repr(learner) if isinstance(learner, str) else type(learner).__name__
+    if modality == "text":
         raise ValueError(
-            f"Unknown learner {name!r}: for images choose one of {', '.join(IMAGE_LEARNERS)} "
-            "(pretrained transformers are for text)."
+            f"The learner {name} is for image data and this dataset is text: choose one of "
+            f"{', '.join(TEXT_LEARNERS)} or a pretrained transformer."
         )
+    images = ", ".join(IMAGE_LEARNERS)
+    if not isinstance(learner, str) or learner in TEXT_LEARNERS:
+        raise ValueError(f"The learner {name} is for text data and this dataset is images: choose one of {images}.")
+    raise ValueError(
+        f"Unknown learner {name}: for images choose one of {images} (pretrained transformers are for text)."
+    )
 
 
 def load_pretrained_learner(name: str, label_names: list[str]) -> PreTrainedModel:

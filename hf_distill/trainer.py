@@ -41,7 +41,7 @@ from .learners import (
     activation_checkpointing,
     adam_learning_rate,
     build_learner,
-    check_pretrained_modality,
+    check_learner_modality,
     fresh_head,
     head_parameter_names,
     is_pretrained_learner,
@@ -145,6 +145,9 @@ class DistillationTrainer(Trainer):
         self.embedding_revision = embedding_revision
         self.label_noise = label_noise
 
+        if learner is not None or args.learner is not None:  # before anything is loaded for it
+            check_learner_modality(learner if learner is not None else args.learner, self.modality)
+
         # Model: the frozen embeddings (text), the learner, and the synthetic set the Trainer optimises
         self.embedding_matrix = None
         if self.modality == "text":
@@ -158,7 +161,6 @@ class DistillationTrainer(Trainer):
             self.embedding_matrix = embedding_matrix
         example = train_dataset[0]
         if learner is None and is_pretrained_learner(args.learner):
-            check_pretrained_modality(args.learner, self.modality)
             learner = load_pretrained_learner(args.learner, self.class_names)
         elif learner is None:
             name = args.learner or self._default_learner(example)

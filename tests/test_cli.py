@@ -79,6 +79,9 @@ def test_yaml_config_and_command_line_precedence(tmp_path):
         (["--label_column", "stars"], "label column 'stars'"),
         (["--synthetic_per_class", "0"], "synthetic_per_class must be >= 1"),
         (["--learner", "resnet"], "Unknown learner 'resnet'"),
+        (["--learner", "textcnn"], "The learner 'textcnn' is for text data and this dataset is images"),
+        (["--text_column", "review"], "The text column 'review' is not in split 'train'"),
+        (["--text_column", "caption", "--image_column", "image"], "Both text_column='caption' and image_column="),
         (["--config", "missing.yaml"], "Config file 'missing.yaml' could not be read"),
         (["--label_noise_type", "symmetric", "--label_noise_rate", "1.0"], "label_noise_rate must be in [0, 1)"),
         (["--label_noise_type", "asymmetric", "--label_noise_rate", "0.2"], "No known asymmetric label-noise mapping"),
@@ -106,6 +109,17 @@ def test_embedding_model_errors(tmp_path, capsys, text_dataset_dir):
     assert distill_text(text_dataset_dir, tmp_path / "nope", tmp_path / "o") == 1
     assert "Embedding model path" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_an_image_learner_on_text_is_an_error_before_anything_is_written(
+    tmp_path, capsys, text_dataset_dir, tiny_embedding_model
+):
+    out = tmp_path / "o"
+    flags = ["--learner", "lenet", "--output_dir", str(out)]
+    assert main(["distill", "--dataset", text_dataset_dir, "--embedding_model", tiny_embedding_model, *flags]) == 1
+    err = capsys.readouterr().err
+    assert "The learner 'lenet' is for image data and this dataset is text" in err and "Traceback" not in err
+    assert not out.exists()
 
 
 def test_embedding_model_without_input_embeddings(tmp_path, capsys, text_dataset_dir, tiny_embedding_model):

@@ -1,5 +1,6 @@
 import pytest
 from conftest import shared_data
+from datasets import Dataset
 from transformers import AutoTokenizer
 
 from hf_distill.data import PRESETS, DataArguments, find_preset, load_raw, load_real_data
@@ -69,6 +70,20 @@ def test_missing_text_column_and_missing_embedding_model(tiny_embedding_model, t
         load_real_data(DataArguments(dataset=text_dataset_dir, text_column="review"), tokenizer=tokenizer)
     with pytest.raises(ValueError, match="embedding model"):
         load_real_data(DataArguments(dataset=text_dataset_dir))
+
+
+def test_a_named_text_column_is_read_as_text_where_there_are_images_too(tmp_path, tiny_embedding_model):
+    rows = {"image": [[0, 1, 2, 3]] * 6, "caption": ["good movie", "bad movie", "great film"] * 2, "label": [1, 0] * 3}
+    for split in ("train", "test"):
+        Dataset.from_dict(rows).to_parquet(str(tmp_path / f"{split}.parquet"))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_embedding_model)
+    data = load_real_data(
+        DataArguments(dataset=str(tmp_path), text_column="caption", max_length=8), tokenizer=tokenizer
+    )
+    assert (
+        data.modality == "text"
+        and data.train[0]["input_ids"][1:3].tolist() == tokenizer("good movie")["input_ids"][1:3]
+    )
 
 
 def test_empty_folder_is_not_a_dataset(tmp_path):

@@ -436,6 +436,26 @@ def test_learner_label_count_mismatch_is_an_error(tmp_path, image_data):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_learner_for_the_other_modality_is_an_error(tmp_path, image_data, tiny_embedding_model, text_dataset_dir):
+    from transformers import AutoTokenizer
+
+    train, _ = image_data
+    for learner in ("textcnn", "textlstm"):
+        with pytest.raises(ValueError, match=f"learner '{learner}' is for text data and this dataset is images"):
+            DistillationTrainer(args=quick_config(tmp_path, learner=learner), train_dataset=train)
+    textcnn = build_learner("textcnn", 4, hidden_size=16)
+    with pytest.raises(ValueError, match="learner TextCNN is for text data and this dataset is images"):
+        DistillationTrainer(args=quick_config(tmp_path), train_dataset=train, learner=textcnn)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_embedding_model)
+    text = load_real_data(DataArguments(dataset=text_dataset_dir, max_length=12), tokenizer=tokenizer).train
+    args = quick_config(tmp_path, learner="lenet", embedding_model=tiny_embedding_model)
+    with pytest.raises(ValueError, match="learner 'lenet' is for image data and this dataset is text: choose one"):
+        DistillationTrainer(args=args, train_dataset=text)
+    with pytest.raises(ValueError, match="learner ConvNet is for image data and this dataset is text"):
+        DistillationTrainer(args=quick_config(tmp_path), train_dataset=text, learner=small_convnet(num_labels=2))
+    assert not (tmp_path / "out").exists()
+
+
 def test_missing_columns_are_an_error(tmp_path, image_data):
     train, _ = image_data
     with pytest.raises(ValueError, match="no 'labels' or 'label' column"):
