@@ -409,6 +409,10 @@ class DistillationConfig(TrainingArguments):
             raise ValueError(
                 f"backprop_steps must be in [1, inner_steps * inner_epochs = {total}] (got {self.backprop_steps})."
             )
+        if self.step_size_init <= 0:
+            raise ValueError(f"step_size_init must be > 0 (got {self.step_size_init}).")
+        if self.per_device_train_batch_size < 1:
+            raise ValueError(f"per_device_train_batch_size must be >= 1 (got {self.per_device_train_batch_size}).")
         if self.max_step_size is not None and not 0 < self.step_size_init <= self.max_step_size:
             raise ValueError(
                 f"max_step_size must be >= step_size_init > 0 (got {self.max_step_size}, {self.step_size_init})."

@@ -151,8 +151,11 @@ class DataArguments:
 
     def __post_init__(self):
         check_noise_options(self.label_noise_type, self.label_noise_rate)
-        if self.validation_size is not None and self.validation_size < 1:
-            raise ValueError(f"validation_size must be >= 1 (got {self.validation_size}).")
+        for name in ("validation_size", "max_train_samples", "eval_max_samples"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)}).")
+        if self.max_length < 1:
+            raise ValueError(f"max_length must be >= 1 (got {self.max_length}).")
 
 
 def find_preset(dataset: str, preset: str | None = None) -> Preset | None:
@@ -306,6 +309,8 @@ def load_real_data(
             _pick_column(columns, c, ("text", "sentence", "content"), "text", data_args.train_split)
             for c in (wanted or [None])
         ]
+    if label_col in inputs:
+        raise ValueError(f"Column {label_col!r} is both the label column and an input column.")
     for c in inputs + [label_col]:
         if c not in evaluation.column_names:
             raise ValueError(f"Column {c!r} is in split {data_args.train_split!r} but not in {eval_split!r}.")
@@ -331,6 +336,12 @@ def load_real_data(
         if tokenizer is None:
             raise ValueError(
                 f"{data_args.dataset!r} is a text dataset: an embedding model (--embedding_model) is needed."
+            )
+        special = tokenizer.num_special_tokens_to_add()
+        if data_args.max_length <= special:
+            raise ValueError(
+                f"max_length={data_args.max_length} leaves no room for text: the tokenizer adds {special} special "
+                "tokens to every sequence."
             )
         prepare = lambda ds: tokenize(ds, tokenizer, inputs, label_col, label_names, data_args.max_length)
         data = RealData(prepare(train), prepare(evaluation), label_names, "text")

@@ -78,6 +78,8 @@ def test_yaml_config_and_command_line_precedence(tmp_path):
         (["--train_split", "nope"], "Split 'nope' is not in"),
         (["--label_column", "stars"], "label column 'stars'"),
         (["--synthetic_per_class", "0"], "synthetic_per_class must be >= 1"),
+        (["--step_size_init", "-1"], "step_size_init must be > 0 (got -1.0)"),
+        (["--per_device_train_batch_size", "0"], "per_device_train_batch_size must be >= 1"),
         (["--learner", "resnet"], "Unknown learner 'resnet'"),
         (["--learner", "textcnn"], "The learner 'textcnn' is for text data and this dataset is images"),
         (["--text_column", "review"], "The text column 'review' is not in split 'train'"),

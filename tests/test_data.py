@@ -53,6 +53,9 @@ def test_validation_split_is_held_out_of_the_training_split():
     [
         ({"dataset": "./does/not/exist"}, FileNotFoundError, "does not exist"),
         ({"validation_size": 0}, ValueError, "validation_size must be >= 1"),
+        ({"max_train_samples": 0}, ValueError, "max_train_samples must be >= 1"),
+        ({"eval_max_samples": 0}, ValueError, "eval_max_samples must be >= 1"),
+        ({"max_length": 0}, ValueError, "max_length must be >= 1"),
         ({"validation_size": 1437}, ValueError, "validation_size=1437 leaves nothing to distil from"),
         ({"train_split": "nope"}, ValueError, "Split 'nope' is not in"),
         ({"eval_split": "validation"}, ValueError, "Evaluation split 'validation' is not in"),
@@ -70,6 +73,13 @@ def test_missing_text_column_and_missing_embedding_model(tiny_embedding_model, t
         load_real_data(DataArguments(dataset=text_dataset_dir, text_column="review"), tokenizer=tokenizer)
     with pytest.raises(ValueError, match="embedding model"):
         load_real_data(DataArguments(dataset=text_dataset_dir))
+    with pytest.raises(ValueError, match="Column 'label' is both the label column and an input column"):
+        load_real_data(DataArguments(dataset=text_dataset_dir, text_column="label"), tokenizer=tokenizer)
+    with pytest.raises(ValueError, match="max_length=2 leaves no room for text: the tokenizer adds 2 special tokens"):
+        load_real_data(DataArguments(dataset=text_dataset_dir, max_length=2), tokenizer=tokenizer)
+    assert load_real_data(DataArguments(dataset=text_dataset_dir, max_length=3), tokenizer=tokenizer).train[0][
+        "input_ids"
+    ].shape == (3,)
 
 
 def test_a_named_text_column_is_read_as_text_where_there_are_images_too(tmp_path, tiny_embedding_model):
