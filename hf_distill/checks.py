@@ -9,6 +9,11 @@ def check_setup(args, learner, class_names: list[str], train_labels, embedding_m
     """Raise a `ValueError` naming both sides when `args` asks for what `learner` or the real data cannot do.
     `embedding_matrix`: the embedding model's input embeddings, for text."""
     num_labels = len(class_names)
+    if num_labels < 2:
+        raise ValueError(
+            f"The training labels have {num_labels} class ({', '.join(class_names)}): distilling a classifier's data "
+            "needs at least two (is the label column the right one?)."
+        )
     pretrained = not isinstance(learner, _Learner)
     if learner.config.num_labels != num_labels:
         raise ValueError(

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TOY_SETTINGS, quick_config
+from datasets import ClassLabel
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
@@ -453,6 +454,14 @@ def test_a_learner_for_the_other_modality_is_an_error(tmp_path, image_data, tiny
         DistillationTrainer(args=args, train_dataset=text)
     with pytest.raises(ValueError, match="learner ConvNet is for image data and this dataset is text"):
         DistillationTrainer(args=quick_config(tmp_path), train_dataset=text, learner=small_convnet(num_labels=2))
+    assert not (tmp_path / "out").exists()
+
+
+def test_one_class_is_an_error(tmp_path, image_data):
+    train, _ = image_data
+    one = train.filter(lambda row: row["labels"] == 0).cast_column("labels", ClassLabel(names=["only"]))
+    with pytest.raises(ValueError, match=r"labels have 1 class \(only\): .* needs at least two"):
+        DistillationTrainer(args=quick_config(tmp_path), train_dataset=one, learner=small_convnet(num_labels=1))
     assert not (tmp_path / "out").exists()
 
 
