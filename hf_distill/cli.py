@@ -62,6 +62,10 @@ def distill(argv: list[str]) -> dict:
             "--load_best_model_at_end keeps the checkpoint that scores best during training: add --validation_size N "
             "so that it is chosen on N held-out training examples, not on the test split."
         )
+    if args.resume_from_checkpoint and not os.path.isdir(args.resume_from_checkpoint):
+        raise FileNotFoundError(
+            f"--resume_from_checkpoint {args.resume_from_checkpoint!r} is not a checkpoint folder."
+        )
     embedding_matrix = tokenizer = None
     if args.embedding_model is not None:
         embedding_matrix, tokenizer = load_input_embeddings(args.embedding_model)

@@ -79,6 +79,7 @@ def test_yaml_config_and_command_line_precedence(tmp_path):
         (["--label_column", "stars"], "label column 'stars'"),
         (["--synthetic_per_class", "0"], "synthetic_per_class must be >= 1"),
         (["--step_size_init", "-1"], "step_size_init must be > 0 (got -1.0)"),
+        (["--resume_from_checkpoint", "no/such/checkpoint-5"], "'no/such/checkpoint-5' is not a checkpoint folder"),
         (["--per_device_train_batch_size", "0"], "per_device_train_batch_size must be >= 1"),
         (["--learner", "resnet"], "Unknown learner 'resnet'"),
         (["--learner", "textcnn"], "The learner 'textcnn' is for text data and this dataset is images"),
