@@ -1,8 +1,24 @@
 """Checks that a learner and a `DistillationConfig` fit each other and the data, before any distillation starts."""
 
+import json
+import os
+
 import numpy as np
+from safetensors import safe_open
 
 from .learners import _Learner, checkpointable_layers
+
+# The settings that shape the synthetic set's tensors, and (the last two) its optimiser's parameter groups
+SET_SHAPING_SETTINGS = (
+    "synthetic_per_class",
+    "num_synthetic",
+    "inner_steps",
+    "inner_epochs",
+    "per_layer_step_sizes",
+    "synthetic_ema_decay",
+    "learn_labels",
+    "learn_step_sizes",
+)
 
 
 def check_setup(args, learner, class_names: list[str], train_labels, embedding_matrix=None):
@@ -72,4 +88,29 @@ def check_setup(args, learner, class_names: list[str], train_labels, embedding_m
         raise ValueError(
             "synthetic_init='kmeans' clusters the penultimate features of hf_distill's own learners; use 'real' "
             f"or 'noise' with {args.learner!r}."
+        )
+
+
+def check_checkpoint_fits(checkpoint: str, state_dict: dict, args) -> None:
+    """Raise one `ValueError` naming what differs when the synthetic set saved in `checkpoint` (or its optimiser's
+    parameter groups) cannot continue as this run's `state_dict` under `args`, before anything is loaded."""
+    with safe_open(os.path.join(checkpoint, "model.safetensors"), framework="pt") as f:
+        saved = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+    here = {k: list(v.shape) for k, v in state_dict.items()}
+    tensors = [
+        f"{k} {saved.get(k, 'absent')} there, {here.get(k, 'absent')} here"
+        for k in sorted(saved.keys() | here.keys())
+        if saved.get(k) != here.get(k)
+    ]
+    config_path = os.path.join(checkpoint, "distillation.json")
+    config = {}
+    if os.path.isfile(config_path):
+        with open(config_path) as f:
+            config = json.load(f).get("config") or {}
+    differ = [k for k in SET_SHAPING_SETTINGS if k in config and config[k] != getattr(args, k)]
+    if tensors or {"learn_labels", "learn_step_sizes"} & set(differ):  # else it loads, and resumes as asked
+        settings = [f"{k}={config[k]!r} there, {getattr(args, k)!r} here" for k in differ]
+        raise ValueError(
+            f"{checkpoint} does not fit this run ({'; '.join(settings + tensors)}): resume with the settings and data "
+            "of the run that saved it."
         )

@@ -22,7 +22,7 @@ from transformers.utils import logging
 from transformers.utils.hub import PushInProgress
 
 from .augment import augment, parse_augmentation
-from .checks import check_setup
+from .checks import check_checkpoint_fits, check_setup
 from .config import DistillationConfig
 from .data import TensorRows, label_names_of, load_input_embeddings
 from .environment import run_environment, use_portable_cpu_kernels
@@ -686,6 +686,9 @@ class DistillationTrainer(Trainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         # The synthetic set comes back through Trainer; a trust-aware run also needs its trusted split and labels.
+        check_checkpoint_fits(
+            resume_from_checkpoint, self.accelerator.unwrap_model(self.model).state_dict(), self.args
+        )
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         path = os.path.join(resume_from_checkpoint, TRAJECTORY_STATE_FILE)
         if self.args.matching_outer_loop > 1 and os.path.isfile(path):

@@ -344,6 +344,32 @@ def test_checkpoint_resume_continues_from_the_same_state(tmp_path, image_data, e
     assert saved == full.model.state_dict().keys() and ("ema_inputs" in saved) == (ema_decay is not None)
 
 
+def test_resume_with_settings_that_do_not_fit_is_one_clear_error(tmp_path, image_data):
+    train, _ = image_data
+    args = quick_config(tmp_path, max_steps=2, save_strategy="steps", save_steps=2)
+    DistillationTrainer(args=args, train_dataset=train, learner=small_convnet()).train()
+    checkpoint = str(tmp_path / "out" / "checkpoint-2")
+    cases = [
+        (
+            {"synthetic_per_class": 2},
+            r"synthetic_per_class=1 there, 2 here; inputs \[4, 1, 8, 8\] there, \[8, 1, 8, 8\]",
+        ),
+        ({"inner_steps": 2}, r"inner_steps=3 there, 2 here; log_step_sizes \[3\] there, \[2\] here"),
+        ({"learn_labels": False}, r"learn_labels=True there, False here\): resume with the settings"),
+        ({"synthetic_ema_decay": 0.9}, r"ema_inputs absent there, \[4, 1, 8, 8\] here"),
+    ]
+    for change, message in cases:
+        args = quick_config(tmp_path, max_steps=4, output_dir=str(tmp_path / "resumed"), **change)
+        trainer = DistillationTrainer(args=args, train_dataset=train, learner=small_convnet())
+        with pytest.raises(ValueError, match=f"checkpoint-2 does not fit this run \\(.*{message}"):
+            trainer.train(resume_from_checkpoint=checkpoint)
+    assert list((tmp_path / "resumed").iterdir()) == []  # made by Trainer.__init__, nothing written into it
+    # Settings that leave the tensors and their optimiser alone resume as asked
+    args = quick_config(tmp_path, max_steps=4, output_dir=str(tmp_path / "resumed"), inner_steps=1, inner_epochs=3)
+    trainer = DistillationTrainer(args=args, train_dataset=train, learner=small_convnet())
+    assert trainer.train(resume_from_checkpoint=checkpoint).global_step == 4
+
+
 def test_load_best_model_at_end_keeps_the_set_that_scored_best(tmp_path, image_data):
     train, validation = image_data
     scores = iter([0.9, 0.5, 0.7])  # the evaluations at steps 2, 4 and 6: the first checkpoint is the best
