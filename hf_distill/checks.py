@@ -21,9 +21,9 @@ SET_SHAPING_SETTINGS = (
 )
 
 
-def check_setup(args, learner, class_names: list[str], train_labels, embedding_matrix=None):
+def check_setup(args, learner, class_names: list[str], train_labels, embedding_matrix=None, input_ids=None):
     """Raise a `ValueError` naming both sides when `args` asks for what `learner` or the real data cannot do.
-    `embedding_matrix`: the embedding model's input embeddings, for text."""
+    `embedding_matrix`, `input_ids`: the embedding model's input embeddings and the real token ids, for text."""
     num_labels = len(class_names)
     if num_labels < 2:
         raise ValueError(
@@ -50,6 +50,11 @@ def check_setup(args, learner, class_names: list[str], train_labels, embedding_m
                 f"The learner's input embeddings are {width} wide but those of the embedding model "
                 f"{args.embedding_model!r} are {embedding_matrix.shape[1]} wide."
             )
+    if input_ids is not None and embedding_matrix is not None and int(input_ids.max()) >= len(embedding_matrix):
+        raise ValueError(
+            f"The real data has token id {int(input_ids.max())}, beyond the {len(embedding_matrix)} input embeddings "
+            f"of {args.embedding_model!r}: tokenise it with that model's tokenizer."
+        )
     if args.augmentation and embedding_matrix is not None:
         raise ValueError(
             f"augmentation={args.augmentation!r} transforms images, and this dataset is text (embedding sequences)."

@@ -178,7 +178,10 @@ class DistillationTrainer(Trainer):
             args.learner_init = "pretrained" if self.pretrained else "random"
         if args.eval_learning_rate is None:
             args.eval_learning_rate = eval_learning_rate(learner, eval_optimizer(args.eval_protocol))
-        check_setup(args, learner, self.class_names, self.train_labels, embedding_matrix)
+        real = TensorRows(train_dataset, self.input_columns + [self.label_column], args.trust_aware)
+        check_setup(
+            args, learner, self.class_names, self.train_labels, embedding_matrix, real.columns.get("input_ids")
+        )
         # Its weights are passed functionally; no dropout (eval, or p=0 for pretrained learners)
         self.learner = learner.eval().requires_grad_(False)
         self.pretrained_params = None  # set below, once the learner is on its device
@@ -189,7 +192,7 @@ class DistillationTrainer(Trainer):
             model=synthetic,
             args=args,
             data_collator=default_data_collator,
-            train_dataset=TensorRows(train_dataset, self.input_columns + [self.label_column], args.trust_aware),
+            train_dataset=real,
             eval_dataset=eval_dataset,
             processing_class=processing_class,
             compute_metrics=compute_metrics or accuracy,

@@ -442,6 +442,18 @@ def test_text_distillation_with_embedding_model(tmp_path, tiny_embedding_model, 
     assert tokenizer("good movie")["input_ids"][1:3] == tokenizer.convert_tokens_to_ids(["good", "movie"])  # no [UNK]
 
 
+def test_token_ids_beyond_the_embedding_matrix_are_an_error(tmp_path, tiny_embedding_model, text_dataset_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_embedding_model)
+    data = load_real_data(DataArguments(dataset=text_dataset_dir, max_length=12), tokenizer=tokenizer)
+    top = int(data.train[:]["input_ids"].max())
+    args = quick_config(tmp_path, embedding_model=tiny_embedding_model, learner="textcnn")
+    with pytest.raises(ValueError, match=f"token id {top}, beyond the {top} input embeddings of .*: tokenise it with"):
+        DistillationTrainer(args=args, train_dataset=data.train, embedding_matrix=torch.randn(top, 16))
+    assert not (tmp_path / "out").exists()
+
+
 def test_textlstm_learner_distils(tmp_path, tiny_embedding_model, text_dataset_dir):
     from transformers import AutoTokenizer
 
