@@ -346,14 +346,25 @@ def load_real_data(
         prepare = lambda ds: tokenize(ds, tokenizer, inputs, label_col, label_names, data_args.max_length)
         data = RealData(prepare(train), prepare(evaluation), label_names, "text")
     else:
-        train_x = images_to_array(train[inputs[0]])
+        train_x = images_to_array(train[inputs[0]], f"split {data_args.train_split!r}")
+        eval_x = images_to_array(evaluation[inputs[0]], f"split {eval_split!r}")
+        if eval_x.shape[1:] != train_x.shape[1:]:
+            raise ValueError(
+                f"The images of split {eval_split!r} are {list(eval_x.shape[1:])} (channels, height, width) and those "
+                f"of split {data_args.train_split!r} {list(train_x.shape[1:])}: give both one size and colour mode."
+            )
         if image_mean is None or image_std is None:
             image_mean = train_x.mean(axis=(0, 2, 3)).tolist()
             image_std = train_x.std(axis=(0, 2, 3)).tolist()
+        if not len(image_mean) == len(image_std) == train_x.shape[1]:
+            raise ValueError(
+                f"image_mean and image_std have {len(image_mean)} and {len(image_std)} values for images with "
+                f"{train_x.shape[1]} channels."
+            )
         prepare = lambda ds, x: pixel_dataset(x, ds[label_col], label_names, image_mean, image_std)
         data = RealData(
             prepare(train, train_x),
-            prepare(evaluation, images_to_array(evaluation[inputs[0]])),
+            prepare(evaluation, eval_x),
             label_names,
             "image",
             list(image_mean),
@@ -424,9 +435,16 @@ def tokenize(
     return out.cast_column("labels", ClassLabel(names=label_names)).with_format("torch")
 
 
-def images_to_array(images) -> np.ndarray:
-    """PIL images (or nested pixel lists) -> float32 array [N, C, H, W] in [0, 1]."""
-    array = np.stack([np.asarray(img, dtype=np.float32) for img in images]) / 255.0
+def images_to_array(images, where: str = "the dataset") -> np.ndarray:
+    """PIL images (or nested pixel lists) -> float32 array [N, C, H, W] in [0, 1]. `where` names them in errors."""
+    arrays = [np.asarray(img, dtype=np.float32) for img in images]
+    shapes = list(dict.fromkeys(a.shape for a in arrays))
+    if len(shapes) > 1:
+        raise ValueError(
+            f"The images of {where} differ in shape ({', '.join(map(str, shapes[:3]))}): give them one size and "
+            "one colour mode first (e.g. with datasets' map and PIL's resize / convert)."
+        )
+    array = np.stack(arrays) / 255.0
     return array[:, None] if array.ndim == 3 else array.transpose(0, 3, 1, 2)
 
 

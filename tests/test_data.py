@@ -96,6 +96,28 @@ def test_a_named_text_column_is_read_as_text_where_there_are_images_too(tmp_path
     )
 
 
+def test_images_of_different_shapes_are_an_error(tmp_path):
+    from PIL import Image
+
+    def write(folder, sizes):
+        folder.mkdir()
+        for split, size in sizes.items():
+            images = [Image.new("L", (s, s)) for s in size]
+            Dataset.from_dict({"image": images, "label": [0, 1] * (len(images) // 2)}).to_parquet(
+                str(folder / f"{split}.parquet")
+            )
+        return str(folder)
+
+    mixed = write(tmp_path / "mixed", {"train": [8, 8, 8, 10], "test": [8, 8]})
+    with pytest.raises(ValueError, match=r"images of split 'train' differ in shape \(\(8, 8\), \(10, 10\)\)"):
+        load_real_data(DataArguments(dataset=mixed))
+    apart = write(tmp_path / "apart", {"train": [8, 8], "test": [10, 10]})
+    with pytest.raises(ValueError, match=r"split 'test' are \[1, 10, 10\] .* of split 'train' \[1, 8, 8\]"):
+        load_real_data(DataArguments(dataset=apart))
+    with pytest.raises(ValueError, match="image_mean and image_std have 3 and 3 values for images with 1 channels"):
+        load_real_data(DataArguments(dataset="digits"), image_mean=[0.5] * 3, image_std=[0.2] * 3)
+
+
 def test_empty_folder_is_not_a_dataset(tmp_path):
     with pytest.raises(FileNotFoundError, match="No dataset in"):
         load_raw(str(tmp_path))
