@@ -567,6 +567,12 @@ class DistillationTrainer(Trainer):
         args, distilled = self.args, self.distilled_dataset()
         label_column = "labels" if "labels" in eval_dataset.column_names else "label"
         rows = TensorRows(eval_dataset, self.input_columns + [label_column])  # read once for all the models
+        top, num_labels = int(rows.columns[label_column].max()), len(self.class_names)
+        if top >= num_labels:
+            raise ValueError(
+                f"eval_dataset has label {top}, and the training data has {num_labels} classes "
+                f"({', '.join(self.class_names)}): encode both splits' labels the same way."
+            )
         device = args.device
         x, y = distilled.inputs.to(device), distilled.soft_labels.to(device)
         mask = None if distilled.attention_mask is None else distilled.attention_mask.to(device)

@@ -495,6 +495,15 @@ def test_a_learner_for_the_other_modality_is_an_error(tmp_path, image_data, tiny
     assert not (tmp_path / "out").exists()
 
 
+def test_evaluation_labels_beyond_the_training_classes_are_an_error(tmp_path, image_data):
+    train, test = image_data
+    trainer = DistillationTrainer(args=quick_config(tmp_path), train_dataset=train, learner=small_convnet())
+    wider = test.cast_column("labels", ClassLabel(names=["a", "b", "c", "d", "e"]))
+    wider = wider.map(lambda row: {"labels": 4 if row["labels"] == 3 else row["labels"]})
+    with pytest.raises(ValueError, match=r"eval_dataset has label 4, and the training data has 4 classes \("):
+        trainer.evaluate(wider)
+
+
 def test_one_class_is_an_error(tmp_path, image_data):
     train, _ = image_data
     one = train.filter(lambda row: row["labels"] == 0).cast_column("labels", ClassLabel(names=["only"]))
