@@ -7,8 +7,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Array3D, ClassLabel, Dataset, DatasetDict, Features, load_dataset, load_from_disk
+from transformers.utils import logging
 
 from .noise import add_label_noise, asymmetric_mapping, check_noise_options
+
+logger = logging.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -271,6 +274,11 @@ def load_real_data(
     if eval_split not in raw:
         raise ValueError(
             f"Evaluation split {eval_split!r} is not in {data_args.dataset!r} (splits: {', '.join(raw)})."
+        )
+    if eval_split == data_args.train_split:
+        logger.warning(
+            f"eval_split is the training split {eval_split!r}: accuracy will be measured on the data the set is "
+            "distilled from, not on held-out data."
         )
     train, evaluation = raw[data_args.train_split], raw[eval_split]
     columns = train.column_names

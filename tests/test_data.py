@@ -118,6 +118,14 @@ def test_images_of_different_shapes_are_an_error(tmp_path):
         load_real_data(DataArguments(dataset="digits"), image_mean=[0.5] * 3, image_std=[0.2] * 3)
 
 
+def test_evaluating_on_the_training_split_warns(caplog):
+    with caplog.at_level("WARNING", logger="hf_distill.data"):
+        load_real_data(DataArguments())
+        assert "training split" not in caplog.text
+        load_real_data(DataArguments(eval_split="train"))
+    assert "eval_split is the training split 'train': accuracy will be measured on the data" in caplog.text
+
+
 def test_empty_folder_is_not_a_dataset(tmp_path):
     with pytest.raises(FileNotFoundError, match="No dataset in"):
         load_raw(str(tmp_path))
