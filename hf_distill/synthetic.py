@@ -303,6 +303,7 @@ class DistilledDataset:
         from .learners import (
             LEARNERS,
             LearnerConfig,
+            check_learner_modality,
             fresh_head,
             load_pretrained_learner,
             trainable_parameters,
@@ -321,6 +322,7 @@ class DistilledDataset:
                 learner = classes[self.metadata["learner"]](LearnerConfig(**self.metadata["learner_config"]))
             if self.learner_init is not None:
                 learner.load_state_dict(self.learner_init, strict=False)
+        check_learner_modality(learner, self.modality)
         if learner.config.num_labels != self.soft_labels.shape[1]:
             raise ValueError(
                 f"The learner has {learner.config.num_labels} labels but the set has {self.soft_labels.shape[1]}."

@@ -83,6 +83,15 @@ def test_train_learner_rebuilds_the_learner_and_trains_it(make):
     assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), untrained.parameters()))
     with pytest.raises(ValueError, match="protocol must be"):
         distilled.train_learner(protocol="rmsprop")
+    if distilled.modality == "image":
+        other, message = hf_distill.build_learner("textcnn", 3, hidden_size=7), "TextCNN is for text data"
+    else:
+        other, message = (
+            hf_distill.build_learner("convnet", 2, num_channels=1, image_size=8),
+            "ConvNet is for image data",
+        )
+    with pytest.raises(ValueError, match=message):
+        distilled.train_learner(other)
 
 
 def test_train_learner_follows_the_protocol_the_set_was_evaluated_with():
