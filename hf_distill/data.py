@@ -155,8 +155,9 @@ class DataArguments:
     def __post_init__(self):
         check_noise_options(self.label_noise_type, self.label_noise_rate)
         for name in ("validation_size", "max_train_samples", "eval_max_samples"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)}).")
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 (got {value}).")
         if self.max_length < 1:
             raise ValueError(f"max_length must be >= 1 (got {self.max_length}).")
 

@@ -186,7 +186,7 @@ class DistillationTrainer(Trainer):
         self.learner = learner.eval().requires_grad_(False)
         self.pretrained_params = None  # set below, once the learner is on its device
         self.trust_scorer = self._load_trust_scorer(args)
-        synthetic = self._init_synthetic(args, train_dataset, num_labels)
+        synthetic = self._init_synthetic(args, train_dataset, real, num_labels)
 
         super().__init__(
             model=synthetic,
@@ -258,7 +258,7 @@ class DistillationTrainer(Trainer):
         self._unrolls = (self.state.global_step, count)
         return hash((self.args.seed, self.state.global_step, self.args.process_index, count)) % 2**31
 
-    def _init_synthetic(self, args, train_dataset, num_labels) -> SyntheticSet:
+    def _init_synthetic(self, args, train_dataset, rows: TensorRows, num_labels) -> SyntheticSet:
         n = args.num_synthetic or args.synthetic_per_class * num_labels
         labels = initial_label_logits(n, num_labels, learned=args.learn_labels)
         if not args.label_softmax:  # unconstrained labels start as the distributions the logits stand for
@@ -266,7 +266,6 @@ class DistillationTrainer(Trainer):
         classes = labels.argmax(-1).tolist()
         self._check_classes(classes)
         if args.synthetic_init == "kmeans":
-            rows = TensorRows(train_dataset, self.input_columns + [self.label_column])
 
             def batches(indices):
                 for chunk in np.array_split(indices, max(1, len(indices) // 64)):
