@@ -19,35 +19,64 @@ USAGE = """usage: hf-distill distill [--dataset DATASET] [--output_dir DIR] [FLA
        hf-distill push OUTPUT_DIR REPO_ID [--private] [--token TOKEN] [--revision REV]"""
 
 
-def _yaml_to_argv(path: str) -> list[str]:
+def _given(argv: list[str], name: str) -> bool:
+    """Whether the command line sets the flag `--name` (also spelt with dashes, or as `--name=value`)."""
+    spellings = {f"--{name}", f"--{name.replace('_', '-')}"}
+    return any(a.split("=", 1)[0] in spellings for a in argv)
+
+
+def _pop_config(argv: list[str]) -> tuple[list[str], dict]:
+    """`argv` without `--config FILE` (or `--config=FILE`), and the flags that FILE sets (a YAML mapping)."""
+    places = [i for i, a in enumerate(argv) if a == "--config" or a.startswith("--config=")]
+    if not places:
+        return argv, {}
+    if len(places) > 1:
+        raise ValueError("--config is given more than once: pass one YAML file.")
+    i = places[0]
+    if argv[i] == "--config":
+        if i + 1 == len(argv) or argv[i + 1].startswith("--"):
+            raise ValueError("--config needs the path of a YAML file.")
+        path, rest = argv[i + 1], argv[:i] + argv[i + 2 :]
+    else:
+        path, rest = argv[i].split("=", 1)[1], argv[:i] + argv[i + 1 :]
     try:
         with open(path) as f:
-            values = yaml.safe_load(f) or {}
+            values = yaml.safe_load(f)
     except OSError as e:
         raise FileNotFoundError(f"Config file {path!r} could not be read: {e.strerror}.") from e
-    argv = []
-    for key, value in values.items():
-        argv.append(f"--{key}")
-        argv.extend(str(v) for v in value) if isinstance(value, list) else argv.append(str(value))
-    return argv
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
+        raise ValueError(f"Config file {path!r} is not valid YAML{at}: {getattr(e, 'problem', None) or e}.") from e
+    if values is None:
+        return rest, {}
+    if not isinstance(values, dict):
+        raise ValueError(
+            f"Config file {path!r} must be a mapping of flag names to values (e.g. 'max_steps: 500'), "
+            f"not a {type(values).__name__}."
+        )
+    return rest, values
 
 
 def parse_args(argv: list[str]) -> tuple[DataArguments, DistillationConfig]:
-    """Flags are the fields of `DataArguments` and `DistillationConfig`; `--config f.yaml` supplies flags too (the
-    command line wins), and the dataset's preset supplies defaults."""
-    if "--config" in argv:
-        i = argv.index("--config")
-        argv = _yaml_to_argv(argv[i + 1]) + argv[:i] + argv[i + 2 :]
+    """Flags are the fields of `DataArguments` and `DistillationConfig`; `--config f.yaml` sets flags too, and the
+    dataset's preset supplies defaults. Precedence: the command line, then the YAML file, then the preset."""
+    argv, config = _pop_config(argv)
     parser = HfArgumentParser((DataArguments, DistillationConfig), prog="hf-distill distill")
+    known = {a.dest for a in parser._actions}
+    unknown = sorted(k for k in config if k not in known)
+    if unknown:
+        raise ValueError(f"The config file sets flags that do not exist: {', '.join(map(str, unknown))}.")
+    # YAML values keep their types (a mapping for lr_scheduler_kwargs, null for None): they become the defaults
+    parser.set_defaults(**config)
     first, _ = parser.parse_known_args(argv)
     preset = find_preset(first.dataset, first.preset)
     if preset is not None:
-        known = {a.dest for a in parser._actions}
-        parser.set_defaults(**{k: v for k, v in preset.defaults.items() if k in known})
+        parser.set_defaults(**{k: v for k, v in preset.defaults.items() if k in known and k not in config})
     data_args, args = parser.parse_args_into_dataclasses(args=argv)
     if preset is not None and args.learner is not None:  # before an embedding model is loaded for it
         check_learner_modality(args.learner, preset.modality)
-    if is_pretrained_learner(args.learner) and "--embedding_model" not in argv:
+    if is_pretrained_learner(args.learner) and not (_given(argv, "embedding_model") or "embedding_model" in config):
         args.embedding_model = args.learner  # not the preset's: the learner's own embedding space
     return data_args, args
 

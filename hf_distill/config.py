@@ -1,5 +1,5 @@
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from transformers import TrainingArguments
 
@@ -370,6 +370,7 @@ class DistillationConfig(TrainingArguments):
     )
 
     def __post_init__(self):
+        self._check_choices()
         if not self.use_cpu and _launched_on_cpus():
             # `accelerate launch --num_processes N` / `torchrun` on a machine without accelerators: TrainingArguments
             # would otherwise start N unconnected single processes; `use_cpu` makes them one gloo process group.
@@ -421,18 +422,9 @@ class DistillationConfig(TrainingArguments):
             raise ValueError(f"synthetic_ema_decay must be in (0, 1) (got {self.synthetic_ema_decay}).")
         if self.skip_gradient_spikes is not None and self.skip_gradient_spikes <= 1:
             raise ValueError(f"skip_gradient_spikes must be > 1 (got {self.skip_gradient_spikes}).")
-        if self.inner_optimizer not in INNER_OPTIMIZERS:
-            choices = " or ".join(map(repr, INNER_OPTIMIZERS))
-            raise ValueError(f"inner_optimizer must be {choices} (got {self.inner_optimizer!r}).")
         if self.random_truncation and self.backprop_steps is None:
             raise ValueError("random_truncation needs backprop_steps (the length of the back-propagated window).")
         self._resolve_method_options()
-        if self.trust_untrusted not in TRUST_UNTRUSTED:
-            choices = " or ".join(map(repr, TRUST_UNTRUSTED))
-            raise ValueError(f"trust_untrusted must be {choices} (got {self.trust_untrusted!r}).")
-        if self.trust_learners not in TRUST_LEARNERS:
-            choices = " or ".join(map(repr, TRUST_LEARNERS))
-            raise ValueError(f"trust_learners must be {choices} (got {self.trust_learners!r}).")
         if self.trust_batch_size is not None and self.trust_batch_size < 1:
             raise ValueError(f"trust_batch_size must be >= 1 (got {self.trust_batch_size}).")
         if min(self.trust_interval, self.trust_models) < 1 or self.trust_real_epochs <= 0:
@@ -465,12 +457,16 @@ class DistillationConfig(TrainingArguments):
                 "distilled set, at every save ('every_save') or at the end ('end')."
             )
 
+    def _check_choices(self):
+        """A field of this class that offers choices (`--help` lists them) holds one of them, or None."""
+        inherited = {f.name for f in fields(TrainingArguments)}
+        for f in fields(self):
+            choices, value = f.metadata.get("choices"), getattr(self, f.name)
+            if f.name not in inherited and choices and value is not None and value not in choices:
+                raise ValueError(f"{f.name} must be one of {', '.join(map(repr, choices))} (got {value!r}).")
+
     def _resolve_method_options(self):
         """Defaults that depend on `distill_method`, and the options a matching objective cannot honour."""
-        if self.distill_method not in DISTILL_METHODS:
-            raise ValueError(
-                f"distill_method must be one of {', '.join(DISTILL_METHODS)} (got {self.distill_method!r})."
-            )
         unrolled = self.distill_method == "unrolled"
         # Options of the unrolled method's inner loop, and the labels DM's objective ignores.
         unsupported = {
@@ -495,9 +491,6 @@ class DistillationConfig(TrainingArguments):
             self.learn_labels = self.distill_method != "distribution_matching"
         if self.eval_protocol is None:
             self.eval_protocol = "learned" if unrolled else "adam"
-        if self.eval_protocol not in EVAL_PROTOCOLS:
-            choices = ", ".join(map(repr, EVAL_PROTOCOLS))
-            raise ValueError(f"eval_protocol must be one of {choices} (got {self.eval_protocol!r}).")
         if self.eval_train_steps is None:
             self.eval_train_steps = EVAL_TRAIN_STEPS[eval_optimizer(self.eval_protocol)]
 

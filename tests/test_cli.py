@@ -12,7 +12,7 @@ import torch
 import yaml
 from conftest import QUICK_FLAGS as QUICK
 
-from hf_distill import DistilledDataset
+from hf_distill import DistillationConfig, DistilledDataset
 from hf_distill.cli import main, parse_args
 from hf_distill.environment import PORTABLE_CPU_ENV, cpu_model_id, device_name
 
@@ -71,6 +71,50 @@ def test_yaml_config_and_command_line_precedence(tmp_path):
     assert (data_args.dataset, args.inner_steps, args.max_steps, args.learner) == ("mnist", 7, 12, "lenet")
 
 
+def test_yaml_values_keep_their_types_and_rank_between_preset_and_command_line(tmp_path):
+    config = tmp_path / "run.yaml"
+    values = {
+        "dataset": "mnist",
+        "learning_rate": 0.01,  # the MNIST preset says 0.03: the file wins over the preset
+        "lr_scheduler_type": "polynomial",
+        "lr_scheduler_kwargs": {"power": 7},  # a mapping, not its Python repr
+        "eval_max_samples": None,  # null: the field's None
+        "eval_baseline": False,
+        "image_mean": [0.5],
+        "max_steps": 11,
+    }
+    config.write_text(yaml.safe_dump(values))
+    data_args, args = parse_args([f"--config={config}", "--max_steps", "12"])
+    assert (args.learning_rate, args.lr_scheduler_kwargs, args.max_steps) == (0.01, {"power": 7}, 12)
+    assert (data_args.eval_max_samples, args.eval_baseline, args.image_mean) == (None, False, [0.5])
+    assert args.synthetic_per_class == 1 and args.learner == "lenet"  # the preset still fills what the file leaves
+
+
+def test_learner_init_and_synthetic_init_must_be_one_of_their_choices(tmp_path):
+    for name in ("learner_init", "synthetic_init"):
+        with pytest.raises(ValueError, match=f"{name} must be one of .* \\(got 'fixd'\\)"):
+            DistillationConfig(output_dir=str(tmp_path), **{name: "fixd"})
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("- max_steps\n- 5\n", "must be a mapping of flag names to values"),
+        ("max_steps: 5\nmax_stpes: 6\n", "The config file sets flags that do not exist: max_stpes"),
+        ("max_steps: [5\n", "is not valid YAML (line 2, column 1)"),
+        ("learner_init: fixd\n", "learner_init must be one of 'random', 'fixed', 'pretrained'"),
+    ],
+)
+def test_bad_config_file_is_one_line_and_leaves_output_dir_alone(tmp_path, capsys, text, message):
+    config = tmp_path / "run.yaml"
+    config.write_text(text)
+    out = tmp_path / "out"
+    assert main(["distill", "--output_dir", str(out), "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("hf-distill: error:") and message in err
+    assert "Traceback" not in err and not out.exists()
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
@@ -86,6 +130,7 @@ def test_yaml_config_and_command_line_precedence(tmp_path):
         (["--text_column", "review"], "The text column 'review' is not in split 'train'"),
         (["--text_column", "caption", "--image_column", "image"], "Both text_column='caption' and image_column="),
         (["--config", "missing.yaml"], "Config file 'missing.yaml' could not be read"),
+        (["--config"], "--config needs the path of a YAML file"),
         (["--label_noise_type", "symmetric", "--label_noise_rate", "1.0"], "label_noise_rate must be in [0, 1)"),
         (["--label_noise_type", "asymmetric", "--label_noise_rate", "0.2"], "No known asymmetric label-noise mapping"),
         (["--load_best_model_at_end", "true", "--eval_strategy", "steps"], "add --validation_size N"),

@@ -172,9 +172,9 @@ def test_trust_options_are_checked(tmp_path):
         DistillationConfig(
             output_dir=str(tmp_path), distill_method="gradient_matching", trust_aware=True, trust_untrusted="soft"
         )
-    with pytest.raises(ValueError, match="trust_untrusted must be 'drop' or 'soft'"):
+    with pytest.raises(ValueError, match="trust_untrusted must be one of 'drop', 'soft'"):
         DistillationConfig(output_dir=str(tmp_path), trust_aware=True, trust_untrusted="keep")
-    with pytest.raises(ValueError, match="trust_learners must be 'synthetic' or 'real'"):
+    with pytest.raises(ValueError, match="trust_learners must be one of 'synthetic', 'real'"):
         DistillationConfig(output_dir=str(tmp_path), trust_aware=True, trust_learners="experts")
     with pytest.raises(ValueError, match=r"trust_keep_fraction must be in \(0, 1\] \(got 0.0\)"):
         DistillationConfig(output_dir=str(tmp_path), trust_aware=True, trust_keep_fraction=0.0)
