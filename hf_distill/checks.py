@@ -21,6 +21,91 @@ SET_SHAPING_SETTINGS = (
 )
 
 
+def real_columns(dataset, name: str) -> tuple[str, str, list[str]]:
+    """(label column, modality, input columns) of a real dataset handed to the trainer; a `ValueError` naming
+    `name` and the columns it has when one is missing or the dataset is empty."""
+    columns = list(dataset.column_names)
+    label_column = next((c for c in ("labels", "label") if c in columns), None)
+    if label_column is None:
+        raise ValueError(f"{name} has no 'labels' or 'label' column (columns: {', '.join(columns)}).")
+    if "pixel_values" in columns:
+        modality, inputs = "image", ["pixel_values"]
+    elif "input_ids" in columns and "attention_mask" in columns:
+        modality, inputs = "text", ["input_ids", "attention_mask"]
+    else:
+        raise ValueError(
+            f"{name} needs 'pixel_values' or 'input_ids' + 'attention_mask' (columns: {', '.join(columns)})."
+        )
+    if len(dataset) == 0:
+        raise ValueError(f"{name} has no rows.")
+    return label_column, modality, inputs
+
+
+def label_ids(dataset, label_column: str, name: str) -> np.ndarray:
+    """The integer class id of every row of `dataset`; a `ValueError` when the column holds anything else."""
+    ids = np.asarray(dataset.select_columns([label_column]).with_format("numpy")[:][label_column])
+    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+        kind = "strings" if ids.dtype.kind in "OUS" else f"{ids.dtype} values"
+        kind += f" of shape {list(ids.shape[1:])}" if ids.ndim > 1 else ""
+        raise ValueError(
+            f"{name}'s {label_column!r} column holds {kind}, not class ids: encode them first "
+            f"(dataset.class_encode_column({label_column!r})) or load the data with load_real_data."
+        )
+    if ids.min() < 0:
+        raise ValueError(f"{name}'s {label_column!r} column has label {ids.min()}: class ids start at 0.")
+    return ids
+
+
+def class_names_and_ids(dataset, label_column: str, name: str) -> tuple[list[str], np.ndarray]:
+    """The class names and the class id of every row: a `ClassLabel`'s names, or for a plain integer column the ids
+    themselves as names, which must then run from 0 to K-1."""
+    ids = label_ids(dataset, label_column, name)
+    names = getattr(dataset.features[label_column], "names", None)
+    if names is None:
+        names = [str(i) for i in range(int(ids.max()) + 1)]
+        missing = sorted(set(range(len(names))) - set(ids.tolist()))
+        if missing:
+            shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+            raise ValueError(
+                f"{name}'s {label_column!r} column has class ids up to {len(names) - 1} but none of {shown}: class "
+                "ids must run from 0 to K-1 (or give the column a ClassLabel feature with the class names)."
+            )
+    if ids.max() >= len(names):
+        raise ValueError(f"{name}'s {label_column!r} column has label {ids.max()}, beyond its {len(names)} classes.")
+    return list(names), ids
+
+
+def check_pixel_dtype(dtype, name: str) -> None:
+    """Pixels must be floats (normalised, as image processors and `load_real_data` give them), not raw integers."""
+    if not (np.issubdtype(dtype, np.floating) if isinstance(dtype, np.dtype) else dtype.is_floating_point):
+        kind = str(dtype).removeprefix("torch.")
+        raise ValueError(
+            f"{name}'s pixel_values are {kind}: give normalised float pixels (an image processor's output, or "
+            "load_real_data's)."
+        )
+
+
+def check_eval_dataset(dataset, name: str, modality: str, example_shape: tuple, class_names: list[str]) -> str:
+    """The label column of an evaluation dataset, after checking that it has the training data's kind of inputs,
+    their shape (images), and no label beyond the training classes."""
+    label_column, eval_modality, _ = real_columns(dataset, name)
+    if eval_modality != modality:
+        raise ValueError(f"{name} is {eval_modality} data and the training data is {modality}.")
+    if modality == "image":
+        first = dataset.select_columns(["pixel_values"]).with_format("numpy")[0]["pixel_values"]
+        check_pixel_dtype(first.dtype, name)
+        shape = tuple(first.shape)
+        if shape != tuple(example_shape):
+            raise ValueError(f"{name}'s images are {list(shape)} and the training images are {list(example_shape)}.")
+    top = int(label_ids(dataset, label_column, name).max())
+    if top >= len(class_names):
+        raise ValueError(
+            f"{name} has label {top}, and the training data has {len(class_names)} classes "
+            f"({', '.join(class_names)}): encode both splits' labels the same way."
+        )
+    return label_column
+
+
 def check_setup(args, learner, class_names: list[str], train_labels, embedding_matrix=None, input_ids=None):
     """Raise a `ValueError` naming both sides when `args` asks for what `learner` or the real data cannot do.
     `embedding_matrix`, `input_ids`: the embedding model's input embeddings and the real token ids, for text."""

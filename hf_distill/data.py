@@ -405,6 +405,9 @@ class TensorRows(torch.utils.data.Dataset):
     def __init__(self, dataset: Dataset, columns: list[str], with_index: bool = False):
         table = dataset.select_columns(columns).with_format("numpy")[:]
         self.columns = {c: torch.from_numpy(np.ascontiguousarray(table[c])) for c in columns}
+        for c, values in self.columns.items():  # float64 pixels (numpy's default) would not meet float32 weights
+            if values.dtype == torch.float64:
+                self.columns[c] = values.float()
         if with_index:  # each row also says where it is (trust-aware distillation keeps per-row state)
             self.columns["row_index"] = torch.arange(len(dataset))
 

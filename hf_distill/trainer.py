@@ -22,9 +22,17 @@ from transformers.utils import logging
 from transformers.utils.hub import PushInProgress
 
 from .augment import augment, parse_augmentation
-from .checks import check_checkpoint_fits, check_setup
+from .checks import (
+    check_checkpoint_fits,
+    check_eval_dataset,
+    check_pixel_dtype,
+    check_setup,
+    class_names_and_ids,
+    label_ids,
+    real_columns,
+)
 from .config import DistillationConfig
-from .data import TensorRows, label_names_of, load_input_embeddings
+from .data import TensorRows, load_input_embeddings
 from .environment import run_environment, use_portable_cpu_kernels
 from .evaluation import (
     accuracy,
@@ -83,9 +91,10 @@ class DistillationTrainer(Trainer):
 
     Args:
         args: a [`DistillationConfig`].
-        train_dataset: real data with `labels` (or `label`) and `pixel_values` (images) or `input_ids` +
-            `attention_mask` (text, tokenised with the tokenizer of `args.embedding_model`).
-        eval_dataset: real held-out data in the same form, for `evaluate()`.
+        train_dataset: real data with `labels` (or `label`: a `ClassLabel`, or integer class ids 0..K-1) and
+            `pixel_values` (images, normalised floats) or `input_ids` + `attention_mask` (text, tokenised with the
+            tokenizer of `args.embedding_model`), in any format.
+        eval_dataset: real held-out data in the same form, for `evaluate()` (checked when the trainer is built).
         learner: the network to distil for; default: `build_learner(args.learner, ...)`.
         processing_class: the tokenizer of the embedding model (text; loaded from `args.embedding_model` if not given).
         compute_metrics: `EvalPrediction -> dict`, as for `Trainer`; default: offline accuracy.
@@ -124,22 +133,18 @@ class DistillationTrainer(Trainer):
             )
         if train_dataset is None:
             raise ValueError("DistillationTrainer needs a train_dataset of real examples to distil.")
+        self.label_column, self.modality, self.input_columns = real_columns(train_dataset, "train_dataset")
+        self.class_names, self.train_labels = class_names_and_ids(train_dataset, self.label_column, "train_dataset")
+        real = TensorRows(train_dataset, self.input_columns + [self.label_column], args.trust_aware)
+        self.input_shape = tuple(real.columns[self.input_columns[0]].shape[1:])  # [C, H, W] or [max_length]
+        if self.modality == "image":
+            check_pixel_dtype(real.columns["pixel_values"].dtype, "train_dataset")
+        if eval_dataset is not None and not isinstance(eval_dataset, dict):  # before training, not after it
+            check_eval_dataset(eval_dataset, "eval_dataset", self.modality, self.input_shape, self.class_names)
         columns = train_dataset.column_names
-        self.label_column = next((c for c in ("labels", "label") if c in columns), None)
-        if self.label_column is None:
-            raise ValueError(f"train_dataset has no 'labels' or 'label' column (columns: {', '.join(columns)}).")
-        if "pixel_values" in columns:
-            self.modality, self.input_columns = "image", ["pixel_values"]
-        elif "input_ids" in columns and "attention_mask" in columns:
-            self.modality, self.input_columns = "text", ["input_ids", "attention_mask"]
-        else:
-            raise ValueError(
-                "train_dataset needs 'pixel_values' or 'input_ids' + 'attention_mask' "
-                f"(columns: {', '.join(columns)})."
-            )
-        self.class_names = label_names_of(train_dataset, self.label_column)
-        self.train_labels = np.asarray(train_dataset[self.label_column])  # for drawing real examples per class
-        self.clean_labels = np.asarray(train_dataset[CLEAN_LABELS]) if CLEAN_LABELS in columns else None
+        self.clean_labels = (
+            label_ids(train_dataset, CLEAN_LABELS, "train_dataset") if CLEAN_LABELS in columns else None
+        )
         num_labels = len(self.class_names)
         self.source_dataset, self.source_revision = source_dataset, source_revision
         self.embedding_revision = embedding_revision
@@ -159,18 +164,14 @@ class DistillationTrainer(Trainer):
                 embedding_matrix, tokenizer = load_input_embeddings(args.embedding_model)
                 processing_class = processing_class or tokenizer
             self.embedding_matrix = embedding_matrix
-        example = train_dataset[0]
         if learner is None and is_pretrained_learner(args.learner):
             learner = load_pretrained_learner(args.learner, self.class_names)
         elif learner is None:
-            name = args.learner or self._default_learner(example)
+            name = args.learner or self._default_learner()
             shape = (
                 {"hidden_size": embedding_matrix.shape[1]}
                 if self.modality == "text"
-                else {
-                    "num_channels": example["pixel_values"].shape[0],
-                    "image_size": example["pixel_values"].shape[-1],
-                }
+                else {"num_channels": self.input_shape[0], "image_size": self.input_shape[-1]}
             )
             learner = build_learner(name, num_labels, **shape)
         self.pretrained = not isinstance(learner, _Learner)  # anything but hf_distill's own starts pretrained
@@ -178,7 +179,6 @@ class DistillationTrainer(Trainer):
             args.learner_init = "pretrained" if self.pretrained else "random"
         if args.eval_learning_rate is None:
             args.eval_learning_rate = eval_learning_rate(learner, eval_optimizer(args.eval_protocol))
-        real = TensorRows(train_dataset, self.input_columns + [self.label_column], args.trust_aware)
         check_setup(
             args, learner, self.class_names, self.train_labels, embedding_matrix, real.columns.get("input_ids")
         )
@@ -186,7 +186,7 @@ class DistillationTrainer(Trainer):
         self.learner = learner.eval().requires_grad_(False)
         self.pretrained_params = None  # set below, once the learner is on its device
         self.trust_scorer = self._load_trust_scorer(args)
-        synthetic = self._init_synthetic(args, train_dataset, real, num_labels)
+        synthetic = self._init_synthetic(args, real, num_labels)
 
         super().__init__(
             model=synthetic,
@@ -236,10 +236,10 @@ class DistillationTrainer(Trainer):
             raise ValueError(f"trust_learners='embedding_model': {e}") from e
         return scorer.eval().requires_grad_(False)
 
-    def _default_learner(self, example) -> str:
+    def _default_learner(self) -> str:
         if self.modality == "text":
             return "textcnn"
-        return "lenet" if example["pixel_values"].shape[-1] >= 28 else "convnet"
+        return "lenet" if self.input_shape[-1] >= 28 else "convnet"
 
     def _learner_init(self, seed: int) -> dict[str, torch.Tensor]:
         """Learner weights drawn from `seed` (the same seed gives the same weights): all fresh, or the pretrained
@@ -258,7 +258,7 @@ class DistillationTrainer(Trainer):
         self._unrolls = (self.state.global_step, count)
         return hash((self.args.seed, self.state.global_step, self.args.process_index, count)) % 2**31
 
-    def _init_synthetic(self, args, train_dataset, rows: TensorRows, num_labels) -> SyntheticSet:
+    def _init_synthetic(self, args, rows: TensorRows, num_labels) -> SyntheticSet:
         n = args.num_synthetic or args.synthetic_per_class * num_labels
         labels = initial_label_logits(n, num_labels, learned=args.learn_labels)
         if not args.label_softmax:  # unconstrained labels start as the distributions the logits stand for
@@ -277,7 +277,7 @@ class DistillationTrainer(Trainer):
             )
         else:
             picks = random_rows(self.train_labels, classes, args.seed)
-        inputs, mask, _ = self._real_rows(train_dataset, picks, device="cpu")
+        inputs, mask, _ = self._real_rows(rows, picks, device="cpu")
         if args.synthetic_init == "noise":
             gen = torch.Generator().manual_seed(args.seed)
             scale = self.embedding_matrix.std() if self.modality == "text" else 1.0
@@ -306,8 +306,8 @@ class DistillationTrainer(Trainer):
         """One random real example of each class in `classes` (repeats allowed), as `_real_inputs` returns them."""
         return self._real_rows(dataset, random_rows(self.train_labels, classes, seed), device)
 
-    def _real_rows(self, dataset, rows: list[int], device=None):
-        return self._real_inputs(default_data_collator([dataset[i] for i in rows]), device=device)
+    def _real_rows(self, rows: TensorRows, picks: list[int], device=None):
+        return self._real_inputs(rows[torch.as_tensor(picks, dtype=torch.long)], device=device)
 
     def _real_inputs(self, batch, device=None):
         """A collated real batch -> (inputs, attention_mask, labels); text ids go through the frozen embeddings."""
@@ -564,14 +564,10 @@ class DistillationTrainer(Trainer):
         if eval_dataset is None:
             raise ValueError("evaluate() needs an eval_dataset.")
         args, distilled = self.args, self.distilled_dataset()
-        label_column = "labels" if "labels" in eval_dataset.column_names else "label"
+        label_column = check_eval_dataset(
+            eval_dataset, "eval_dataset", self.modality, self.input_shape, self.class_names
+        )
         rows = TensorRows(eval_dataset, self.input_columns + [label_column])  # read once for all the models
-        top, num_labels = int(rows.columns[label_column].max()), len(self.class_names)
-        if top >= num_labels:
-            raise ValueError(
-                f"eval_dataset has label {top}, and the training data has {num_labels} classes "
-                f"({', '.join(self.class_names)}): encode both splits' labels the same way."
-            )
         device = args.device
         x, y = distilled.inputs.to(device), distilled.soft_labels.to(device)
         mask = None if distilled.attention_mask is None else distilled.attention_mask.to(device)

@@ -1,6 +1,7 @@
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TOY_SETTINGS, quick_config
-from datasets import ClassLabel
+from datasets import ClassLabel, Dataset
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
@@ -518,6 +519,70 @@ def test_missing_columns_are_an_error(tmp_path, image_data):
         DistillationTrainer(args=quick_config(tmp_path), train_dataset=train.remove_columns("labels"))
     with pytest.raises(ValueError, match="needs 'pixel_values' or 'input_ids'"):
         DistillationTrainer(args=quick_config(tmp_path), train_dataset=train.remove_columns("pixel_values"))
+
+
+def plain_dataset(x, labels, fmt=None) -> Dataset:
+    """A dataset as a user builds it: integer labels without a ClassLabel, in a given format."""
+    return Dataset.from_dict({"pixel_values": x, "label": labels}).with_format(fmt)
+
+
+@pytest.mark.parametrize("fmt", [None, "numpy", "torch"])
+def test_a_plain_dataset_in_any_format_distils_like_the_loaders_output(tmp_path, image_data, fmt):
+    # Integer labels (no ClassLabel), float64 pixels, lists / numpy / torch rows: the same run as pixel_dataset's
+    train, test = image_data
+    x, y = np.asarray(train["pixel_values"], dtype=np.float64), list(train["labels"])
+    ex, ey = np.asarray(test["pixel_values"], dtype=np.float64), list(test["labels"])
+    config = quick_config(tmp_path, learner="convnet")
+    reference = DistillationTrainer(args=config, train_dataset=train, eval_dataset=test)
+    reference.train()
+    plain = DistillationTrainer(
+        args=quick_config(tmp_path, learner="convnet"),
+        train_dataset=plain_dataset(x, y, fmt),
+        eval_dataset=plain_dataset(ex, ey, fmt),
+    )
+    plain.train()
+    assert plain.class_names == ["0", "1", "2", "3"]
+    torch.testing.assert_close(plain.model.inputs, reference.model.inputs)
+    assert plain.evaluate()["eval_accuracy"] == reference.evaluate()["eval_accuracy"]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda x, y: (x, [str(v) for v in y]), "'label' column holds strings, not class ids"),
+        (lambda x, y: (x, [float(v) for v in y]), "'label' column holds float"),
+        (lambda x, y: (x, [v if v != 1 else 4 for v in y]), "class ids up to 4 but none of 1:"),
+        (lambda x, y: (x, [-1] + y[1:]), "'label' column has label -1: class ids start at 0"),
+        (lambda x, y: ((x * 100).astype(np.int64), y), "pixel_values are int64: give normalised float pixels"),
+        (lambda x, y: (x[:0], y[:0]), "train_dataset has no rows"),
+    ],
+)
+def test_real_data_the_trainer_cannot_read_is_an_error_naming_it(tmp_path, image_data, change, message):
+    train, _ = image_data
+    x, y = change(np.asarray(train["pixel_values"]), list(train["labels"]))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        DistillationTrainer(args=quick_config(tmp_path, learner="convnet"), train_dataset=plain_dataset(x, y))
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d.remove_columns("labels"), "eval_dataset has no 'labels' or 'label' column"),
+        (lambda d: d.remove_columns("pixel_values"), "eval_dataset needs 'pixel_values' or 'input_ids'"),
+        (
+            lambda d: plain_dataset(np.zeros((len(d), 1, 9, 9), np.float32), list(d["labels"])),
+            "eval_dataset's images are [1, 9, 9] and the training images are [1, 8, 8]",
+        ),
+    ],
+)
+def test_an_eval_dataset_that_does_not_fit_fails_before_training(tmp_path, image_data, change, message):
+    train, test = image_data
+    with pytest.raises(ValueError, match=re.escape(message)):
+        DistillationTrainer(
+            args=quick_config(tmp_path, learner="convnet"), train_dataset=train, eval_dataset=change(test)
+        )
+    assert not (tmp_path / "out").exists()
 
 
 def test_real_mnist_smoke(tmp_path):
