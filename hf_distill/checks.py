@@ -4,6 +4,8 @@ import json
 import os
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from safetensors import safe_open
 
 from .learners import _Learner, checkpointable_layers
@@ -75,6 +77,20 @@ def class_names_and_ids(dataset, label_column: str, name: str) -> tuple[list[str
     return list(names), ids
 
 
+def check_same_length(dataset, column: str, name: str) -> None:
+    """Token rows must be padded to one length: a synthetic sequence has one `max_length`, and real batches stack."""
+    values = dataset.select_columns([column]).with_format("arrow")[:][column]
+    if not pa.types.is_list(values.type) and not pa.types.is_large_list(values.type):
+        return  # fixed-size lists (an Array2D, a Sequence with a length) have one length already
+    lengths = pc.min_max(pc.list_value_length(values))
+    shortest, longest = lengths["min"].as_py(), lengths["max"].as_py()
+    if shortest != longest:
+        raise ValueError(
+            f"{name}'s {column!r} rows have {shortest} to {longest} tokens: pad them to one length "
+            "(tokenizer(..., padding='max_length', truncation=True, max_length=N), as load_real_data does)."
+        )
+
+
 def check_pixel_dtype(dtype, name: str) -> None:
     """Pixels must be floats (normalised, as image processors and `load_real_data` give them), not raw integers."""
     if not (np.issubdtype(dtype, np.floating) if isinstance(dtype, np.dtype) else dtype.is_floating_point):
@@ -87,11 +103,13 @@ def check_pixel_dtype(dtype, name: str) -> None:
 
 def check_eval_dataset(dataset, name: str, modality: str, example_shape: tuple, class_names: list[str]) -> str:
     """The label column of an evaluation dataset, after checking that it has the training data's kind of inputs,
-    their shape (images), and no label beyond the training classes."""
+    their shape (images) or one row length (text), and no label beyond the training classes."""
     label_column, eval_modality, _ = real_columns(dataset, name)
     if eval_modality != modality:
         raise ValueError(f"{name} is {eval_modality} data and the training data is {modality}.")
-    if modality == "image":
+    if modality == "text":
+        check_same_length(dataset, "input_ids", name)
+    else:
         first = dataset.select_columns(["pixel_values"]).with_format("numpy")[0]["pixel_values"]
         check_pixel_dtype(first.dtype, name)
         shape = tuple(first.shape)

@@ -26,6 +26,7 @@ from .checks import (
     check_checkpoint_fits,
     check_eval_dataset,
     check_pixel_dtype,
+    check_same_length,
     check_setup,
     class_names_and_ids,
     label_ids,
@@ -135,6 +136,8 @@ class DistillationTrainer(Trainer):
             raise ValueError("DistillationTrainer needs a train_dataset of real examples to distil.")
         self.label_column, self.modality, self.input_columns = real_columns(train_dataset, "train_dataset")
         self.class_names, self.train_labels = class_names_and_ids(train_dataset, self.label_column, "train_dataset")
+        if self.modality == "text":
+            check_same_length(train_dataset, "input_ids", "train_dataset")
         real = TensorRows(train_dataset, self.input_columns + [self.label_column], args.trust_aware)
         self.input_shape = tuple(real.columns[self.input_columns[0]].shape[1:])  # [C, H, W] or [max_length]
         if self.modality == "image":

@@ -455,6 +455,22 @@ def test_token_ids_beyond_the_embedding_matrix_are_an_error(tmp_path, tiny_embed
     assert not (tmp_path / "out").exists()
 
 
+def test_token_rows_of_different_lengths_are_an_error(tmp_path, tiny_embedding_model):
+    # Tokenised without padding, as for a DataCollatorWithPadding: a synthetic sequence needs one max_length
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_embedding_model)
+    texts, labels = ["good movie", "bad boring film", "great film", "awful movie"], [1, 0, 1, 0]
+    ragged = Dataset.from_dict({**tokenizer(texts), "label": labels})
+    padded = Dataset.from_dict({**tokenizer(texts, padding="max_length", max_length=6), "label": labels})
+    args = quick_config(tmp_path, embedding_model=tiny_embedding_model, learner="textcnn")
+    with pytest.raises(ValueError, match=r"train_dataset's 'input_ids' rows have 4 to 5 tokens: pad them"):
+        DistillationTrainer(args=args, train_dataset=ragged)
+    with pytest.raises(ValueError, match=r"eval_dataset's 'input_ids' rows have 4 to 5 tokens: pad them"):
+        DistillationTrainer(args=args, train_dataset=padded, eval_dataset=ragged)
+    assert not (tmp_path / "out").exists()
+
+
 def test_textlstm_learner_distils(tmp_path, tiny_embedding_model, text_dataset_dir):
     from transformers import AutoTokenizer
 
