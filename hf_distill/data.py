@@ -272,6 +272,11 @@ def load_real_data(
             f"Split {data_args.train_split!r} is not in {data_args.dataset!r} (splits: {', '.join(raw)})."
         )
     eval_split = data_args.eval_split or next((s for s in ("test", "validation") if s in raw), None)
+    if eval_split is None:
+        raise ValueError(
+            f"{data_args.dataset!r} has no 'test' or 'validation' split to evaluate on (splits: {', '.join(raw)}): "
+            "name one with eval_split."
+        )
     if eval_split not in raw:
         raise ValueError(
             f"Evaluation split {eval_split!r} is not in {data_args.dataset!r} (splits: {', '.join(raw)})."

@@ -1,6 +1,6 @@
 import pytest
 from conftest import shared_data
-from datasets import Dataset
+from datasets import Dataset, load_from_disk
 from transformers import AutoTokenizer
 
 from hf_distill.data import PRESETS, DataArguments, find_preset, load_raw, load_real_data
@@ -65,6 +65,15 @@ def test_validation_split_is_held_out_of_the_training_split():
 def test_bad_input_names_the_problem(kwargs, error, message):
     with pytest.raises(error, match=message):
         load_real_data(DataArguments(**kwargs))
+
+
+def test_a_dataset_with_no_evaluation_split_asks_for_one(tmp_path, image_dataset_dir):
+    only_train = tmp_path / "only_train"
+    only_train.mkdir()
+    load_from_disk(image_dataset_dir)["train"].to_parquet(str(only_train / "train.parquet"))
+    with pytest.raises(ValueError, match=r"has no 'test' or 'validation' split to evaluate on \(splits: train\)"):
+        load_real_data(DataArguments(dataset=str(only_train)))
+    assert len(load_real_data(DataArguments(dataset=str(only_train), eval_split="train")).eval) > 0
 
 
 def test_missing_text_column_and_missing_embedding_model(tiny_embedding_model, text_dataset_dir):
