@@ -452,6 +452,9 @@ def tokenize(
     return out.cast_column("labels", ClassLabel(names=label_names)).with_format("torch")
 
 
+CHANNELS = (1, 3, 4)  # grey, RGB, RGBA
+
+
 def images_to_array(images, where: str = "the dataset") -> np.ndarray:
     """PIL images (or nested pixel lists) -> float32 array [N, C, H, W] in [0, 1]. `where` names them in errors."""
     arrays = [np.asarray(img, dtype=np.float32) for img in images]
@@ -462,7 +465,16 @@ def images_to_array(images, where: str = "the dataset") -> np.ndarray:
             "one colour mode first (e.g. with datasets' map and PIL's resize / convert)."
         )
     array = np.stack(arrays) / 255.0
-    return array[:, None] if array.ndim == 3 else array.transpose(0, 3, 1, 2)
+    if array.ndim == 3:  # [N, H, W]: one channel
+        return array[:, None]
+    if array.ndim == 4 and array.shape[3] in CHANNELS:  # [N, H, W, C], as PIL and numpy images are
+        return array.transpose(0, 3, 1, 2)
+    if array.ndim == 4 and array.shape[1] in CHANNELS:  # [N, C, H, W] already
+        return array
+    raise ValueError(
+        f"The images of {where} are arrays of shape {list(array.shape[1:])}: give [H, W], [H, W, C] or [C, H, W] "
+        f"pixels with C in {', '.join(map(str, CHANNELS))} (a flat vector needs a reshape first)."
+    )
 
 
 def pixel_dataset(pixels: np.ndarray, labels, label_names, mean, std) -> Dataset:

@@ -1,9 +1,11 @@
+import numpy as np
 import pytest
 from conftest import shared_data
 from datasets import Dataset, load_from_disk
+from PIL import Image
 from transformers import AutoTokenizer
 
-from hf_distill.data import PRESETS, DataArguments, find_preset, load_raw, load_real_data
+from hf_distill.data import PRESETS, DataArguments, find_preset, images_to_array, load_raw, load_real_data
 
 
 def test_every_preset_is_found_by_name_hub_id_and_folder():
@@ -169,3 +171,15 @@ def test_plain_integer_and_string_labels_become_ids(tmp_path, image_dataset_dir)
     )
     with pytest.raises(ValueError, match="Split 'test' has labels the train split lacks: 3"):
         load_real_data(DataArguments(dataset=str(tmp_path), label_column="stars"))
+
+
+def test_pixel_arrays_are_read_channels_last_or_first_and_flat_vectors_are_an_error():
+    rng = np.random.default_rng(0)
+    hwc = rng.integers(0, 256, size=(5, 6, 7, 3)).astype(np.uint8)
+    expected = hwc.transpose(0, 3, 1, 2).astype(np.float32) / 255
+    np.testing.assert_array_equal(images_to_array([Image.fromarray(a) for a in hwc]), expected)  # PIL: [H, W, C]
+    np.testing.assert_array_equal(images_to_array(hwc.tolist()), expected)  # nested lists, channels last
+    np.testing.assert_array_equal(images_to_array(hwc.transpose(0, 3, 1, 2).tolist()), expected)  # channels first
+    np.testing.assert_array_equal(images_to_array(hwc[..., 0].tolist()), expected[:, :1])  # [H, W]: grey
+    with pytest.raises(ValueError, match=r"split 'train' are arrays of shape \[126\]: give \[H, W\], \[H, W, C\]"):
+        images_to_array(hwc.reshape(5, -1).tolist(), "split 'train'")
