@@ -241,6 +241,22 @@ def check_learner_modality(learner, modality: str) -> None:
     )
 
 
+def check_image_shape(learner, shape) -> None:
+    """A one-line error when one of hf_distill's image learners is built for other images than `shape` [C, H, W]."""
+    config = getattr(learner, "config", None)
+    if not isinstance(config, LearnerConfig) or input_modality(learner) != "image":
+        return
+    channels, height, width = shape
+    if height != width:
+        raise ValueError(f"{type(learner).__name__} takes square images; these are {height}x{width}: resize them.")
+    if (config.num_channels, config.image_size) != (channels, height):
+        raise ValueError(
+            f"The learner {type(learner).__name__} is built for {config.num_channels}x{config.image_size}x"
+            f"{config.image_size} images and these are {channels}x{height}x{width}: build it with "
+            f"num_channels={channels}, image_size={height}."
+        )
+
+
 def load_pretrained_learner(name: str, label_names: list[str]) -> PreTrainedModel:
     """`AutoModelForSequenceClassification` from `name` with a head for `label_names`, dropout off (p=0)."""
     import inspect

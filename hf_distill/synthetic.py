@@ -303,6 +303,7 @@ class DistilledDataset:
         from .learners import (
             LEARNERS,
             LearnerConfig,
+            check_image_shape,
             check_learner_modality,
             fresh_head,
             load_pretrained_learner,
@@ -323,6 +324,8 @@ class DistilledDataset:
             if self.learner_init is not None:
                 learner.load_state_dict(self.learner_init, strict=False)
         check_learner_modality(learner, self.modality)
+        if self.modality == "image":
+            check_image_shape(learner, tuple(self.inputs.shape[1:]))
         if learner.config.num_labels != self.soft_labels.shape[1]:
             raise ValueError(
                 f"The learner has {learner.config.num_labels} labels but the set has {self.soft_labels.shape[1]}."

@@ -50,6 +50,7 @@ from .learners import (
     activation_checkpointing,
     adam_learning_rate,
     build_learner,
+    check_image_shape,
     check_learner_modality,
     fresh_head,
     head_parameter_names,
@@ -182,6 +183,8 @@ class DistillationTrainer(Trainer):
             args.learner_init = "pretrained" if self.pretrained else "random"
         if args.eval_learning_rate is None:
             args.eval_learning_rate = eval_learning_rate(learner, eval_optimizer(args.eval_protocol))
+        if self.modality == "image":
+            check_image_shape(learner, self.input_shape)
         check_setup(
             args, learner, self.class_names, self.train_labels, embedding_matrix, real.columns.get("input_ids")
         )

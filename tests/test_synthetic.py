@@ -94,6 +94,19 @@ def test_train_learner_rebuilds_the_learner_and_trains_it(make):
         distilled.train_learner(other)
 
 
+def test_train_learner_with_a_learner_for_other_images_is_an_error():
+    distilled = image_set()  # 1x8x8 images
+    for kwargs, built in (
+        ({"num_channels": 3, "image_size": 8}, "3x8x8"),
+        ({"num_channels": 1, "image_size": 32}, "1x32x32"),
+    ):
+        learner = hf_distill.build_learner("convnet", 3, **kwargs)
+        with pytest.raises(
+            ValueError, match=f"ConvNet is built for {built} images and these are 1x8x8: build it with"
+        ):
+            distilled.train_learner(learner)
+
+
 def test_train_learner_follows_the_protocol_the_set_was_evaluated_with():
     """A matching objective's set (no learned step sizes) is trained as `evaluate()` trained it: with Adam."""
     distilled = image_set()

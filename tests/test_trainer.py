@@ -485,6 +485,17 @@ def test_textlstm_learner_distils(tmp_path, tiny_embedding_model, text_dataset_d
     assert not torch.equal(before, trainer.model.inputs.detach())
 
 
+def test_images_a_learner_cannot_take_are_an_error(tmp_path, image_data):
+    train, _ = image_data  # 1x8x8
+    learner = build_learner("convnet", 4, num_channels=1, image_size=32)
+    with pytest.raises(ValueError, match="ConvNet is built for 1x32x32 images and these are 1x8x8"):
+        DistillationTrainer(args=quick_config(tmp_path), train_dataset=train, learner=learner)
+    wide = plain_dataset(np.zeros((8, 1, 8, 12), np.float32), [0, 1] * 4)
+    with pytest.raises(ValueError, match="ConvNet takes square images; these are 8x12: resize them"):
+        DistillationTrainer(args=quick_config(tmp_path, learner="convnet"), train_dataset=wide)
+    assert not (tmp_path / "out").exists()
+
+
 def test_learner_label_count_mismatch_is_an_error(tmp_path, image_data):
     train, test = image_data
     with pytest.raises(ValueError, match="learner has 3 labels but the data has 4"):
