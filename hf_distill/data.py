@@ -503,6 +503,11 @@ def load_input_embeddings(name: str) -> tuple[torch.Tensor, object]:
         embeddings = None
     if not isinstance(embeddings, torch.nn.Embedding):
         raise ValueError(f"Embedding model {name!r} ({type(model).__name__}) has no input-embedding matrix.")
+    if tokenizer.pad_token is None:  # GPT-style tokenizers: padded positions are masked out, so any token will do
+        if tokenizer.eos_token is None:
+            raise ValueError(f"The tokenizer of {name!r} has no pad token and no end-of-sequence token to pad with.")
+        tokenizer.pad_token = tokenizer.eos_token
+        logger.info(f"The tokenizer of {name!r} has no pad token: padding with its eos token {tokenizer.eos_token!r}.")
     return embeddings.weight.detach().clone(), tokenizer
 
 

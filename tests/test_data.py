@@ -5,7 +5,15 @@ from datasets import Dataset, load_from_disk
 from PIL import Image
 from transformers import AutoTokenizer
 
-from hf_distill.data import PRESETS, DataArguments, find_preset, images_to_array, load_raw, load_real_data
+from hf_distill.data import (
+    PRESETS,
+    DataArguments,
+    find_preset,
+    images_to_array,
+    load_input_embeddings,
+    load_raw,
+    load_real_data,
+)
 
 
 def test_every_preset_is_found_by_name_hub_id_and_folder():
@@ -183,3 +191,21 @@ def test_pixel_arrays_are_read_channels_last_or_first_and_flat_vectors_are_an_er
     np.testing.assert_array_equal(images_to_array(hwc[..., 0].tolist()), expected[:, :1])  # [H, W]: grey
     with pytest.raises(ValueError, match=r"split 'train' are arrays of shape \[126\]: give \[H, W\], \[H, W, C\]"):
         images_to_array(hwc.reshape(5, -1).tolist(), "split 'train'")
+
+
+def test_a_tokenizer_without_a_pad_token_pads_with_its_eos_token(tmp_path, text_dataset_dir):
+    # GPT-style tokenizers have no pad token; the padded positions are masked, so the eos token serves
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    words = ["<eos>", "good", "bad", "movie", "film", "great", "awful"]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<eos>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>").save_pretrained(tmp_path / "gpt-like")
+    config = BertConfig(vocab_size=len(words), hidden_size=8, num_hidden_layers=1, num_attention_heads=2)
+    BertModel(config).save_pretrained(tmp_path / "gpt-like")
+    embeddings, tokenizer = load_input_embeddings(str(tmp_path / "gpt-like"))
+    assert tokenizer.pad_token == "<eos>" and embeddings.shape == (len(words), 8)
+    data = load_real_data(DataArguments(dataset=text_dataset_dir, max_length=12), tokenizer=tokenizer)
+    row = data.train[0]  # 8 words
+    assert row["input_ids"].shape == (12,) and row["attention_mask"].sum() == 8  # padded, and the padding masked
