@@ -635,6 +635,12 @@ class DistillationTrainer(Trainer):
         self.control = self.callback_handler.on_evaluate(args, self.state, self.control, metrics)
         return metrics
 
+    def predict(self, test_dataset, ignore_keys=None, metric_key_prefix="test"):
+        raise NotImplementedError(
+            "DistillationTrainer's model is the synthetic set, which predicts nothing itself: train a learner on it "
+            "(trainer.distilled_dataset().train_learner()) and predict with that model, e.g. through a plain Trainer."
+        )
+
     def distilled_dataset(self) -> DistilledDataset:
         """The current synthetic set as a [`DistilledDataset`]: a detached CPU copy, which later steps leave alone."""
         synthetic = self.accelerator.unwrap_model(self.model)

@@ -496,6 +496,15 @@ def test_images_a_learner_cannot_take_are_an_error(tmp_path, image_data):
     assert not (tmp_path / "out").exists()
 
 
+def test_predict_points_to_a_learner_trained_on_the_set(tmp_path, image_data):
+    train, test = image_data
+    trainer = DistillationTrainer(args=quick_config(tmp_path, learner="convnet"), train_dataset=train)
+    with pytest.raises(
+        NotImplementedError, match=r"train a learner on it \(trainer.distilled_dataset\(\).train_learner"
+    ):
+        trainer.predict(test)
+
+
 def test_learner_label_count_mismatch_is_an_error(tmp_path, image_data):
     train, test = image_data
     with pytest.raises(ValueError, match="learner has 3 labels but the data has 4"):
