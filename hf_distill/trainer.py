@@ -143,8 +143,10 @@ class DistillationTrainer(Trainer):
         self.input_shape = tuple(real.columns[self.input_columns[0]].shape[1:])  # [C, H, W] or [max_length]
         if self.modality == "image":
             check_pixel_dtype(real.columns["pixel_values"].dtype, "train_dataset")
-        if eval_dataset is not None and not isinstance(eval_dataset, dict):  # before training, not after it
-            check_eval_dataset(eval_dataset, "eval_dataset", self.modality, self.input_shape, self.class_names)
+        named = eval_dataset if isinstance(eval_dataset, dict) else {} if eval_dataset is None else {"": eval_dataset}
+        for key, dataset in named.items():  # before training, not after it
+            name = f"eval_dataset[{key!r}]" if key else "eval_dataset"
+            check_eval_dataset(dataset, name, self.modality, self.input_shape, self.class_names)
         columns = train_dataset.column_names
         self.clean_labels = (
             label_ids(train_dataset, CLEAN_LABELS, "train_dataset") if CLEAN_LABELS in columns else None
@@ -566,7 +568,16 @@ class DistillationTrainer(Trainer):
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
         # A distilled set is judged by training fresh learners on it, not by a forward pass of the Trainer's model.
-        eval_dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        override = eval_dataset is not None
+        eval_dataset = eval_dataset if override else self.eval_dataset
+        if isinstance(eval_dataset, dict):  # as Trainer does: each dataset, its name in its metrics' keys
+            metrics = {}
+            for name, dataset in eval_dataset.items():
+                prefix = f"{metric_key_prefix}_{name}"
+                metrics.update(self.evaluate(dataset if override else name, ignore_keys, prefix))
+            return metrics
+        if isinstance(eval_dataset, str):  # a name in the dict given as eval_dataset
+            eval_dataset = self.eval_dataset[eval_dataset]
         if eval_dataset is None:
             raise ValueError("evaluate() needs an eval_dataset.")
         args, distilled = self.args, self.distilled_dataset()

@@ -496,6 +496,21 @@ def test_images_a_learner_cannot_take_are_an_error(tmp_path, image_data):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_dict_of_eval_datasets_is_evaluated_per_name_as_trainer_does(tmp_path, image_data):
+    train, test = image_data
+    half = test.select(range(100))
+    config = quick_config(tmp_path, learner="convnet", eval_strategy="steps", eval_steps=5, eval_baseline=False)
+    trainer = DistillationTrainer(args=config, train_dataset=train, eval_dataset={"all": test, "half": half})
+    trainer.train()  # evaluates on both at step 5
+    logs = trainer.state.log_history
+    assert sum("eval_half_accuracy" in log for log in logs) == sum("eval_all_accuracy" in log for log in logs) == 1
+    metrics = trainer.evaluate()
+    assert metrics["eval_all_accuracy"] == trainer.evaluate(test)["eval_accuracy"]
+    assert metrics["eval_half_num_examples"] == 100 and metrics["eval_all_num_examples"] == len(test)
+    with pytest.raises(ValueError, match=r"eval_dataset\['empty'\] has no rows"):
+        DistillationTrainer(args=config, train_dataset=train, eval_dataset={"all": test, "empty": test.select([])})
+
+
 def test_predict_points_to_a_learner_trained_on_the_set(tmp_path, image_data):
     train, test = image_data
     trainer = DistillationTrainer(args=quick_config(tmp_path, learner="convnet"), train_dataset=train)
