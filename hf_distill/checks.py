@@ -23,6 +23,20 @@ SET_SHAPING_SETTINGS = (
 )
 
 
+def check_output_dir(output_dir: str) -> None:
+    """`output_dir` is a folder, or can be made one: checked before anything is loaded or trained."""
+    path = os.path.abspath(os.path.expanduser(output_dir))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(f"output_dir {output_dir!r} is a file, not a folder.")
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise NotADirectoryError(f"output_dir {output_dir!r} cannot be made: {existing!r} is a file.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"output_dir {output_dir!r} cannot be written: {existing!r} is not writable.")
+
+
 def real_columns(dataset, name: str) -> tuple[str, str, list[str]]:
     """(label column, modality, input columns) of a real dataset handed to the trainer; a `ValueError` naming
     `name` and the columns it has when one is missing or the dataset is empty."""

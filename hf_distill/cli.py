@@ -8,6 +8,7 @@ import time
 import yaml
 from transformers import HfArgumentParser
 
+from .checks import check_output_dir
 from .config import DistillationConfig
 from .data import DataArguments, find_preset, hub_revision, load_input_embeddings, load_real_data
 from .environment import use_portable_cpu_kernels
@@ -91,6 +92,7 @@ def distill(argv: list[str]) -> dict:
             "--load_best_model_at_end keeps the checkpoint that scores best during training: add --validation_size N "
             "so that it is chosen on N held-out training examples, not on the test split."
         )
+    check_output_dir(args.output_dir)
     if args.resume_from_checkpoint and not os.path.isdir(args.resume_from_checkpoint):
         raise FileNotFoundError(
             f"--resume_from_checkpoint {args.resume_from_checkpoint!r} is not a checkpoint folder."
@@ -174,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pushed: {push(argv)}")
             return 0
         metrics = distill(argv)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:  # DistillationDivergedError is a RuntimeError
+    except (ValueError, OSError, RuntimeError) as e:  # DistillationDivergedError is a RuntimeError
         print(f"hf-distill: error: {e}", file=sys.stderr)
         return 1
     if int(os.environ.get("RANK", "0")) == 0:  # under accelerate launch / torchrun, the main process reports

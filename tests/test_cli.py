@@ -147,6 +147,20 @@ def test_bad_input_is_one_line_and_leaves_output_dir_alone(tmp_path, capsys, fla
     assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "precious"
 
 
+def test_an_output_dir_that_cannot_be_a_folder_fails_before_the_data_is_read(tmp_path, capsys, monkeypatch):
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("precious")
+    monkeypatch.setattr("hf_distill.cli.load_real_data", lambda *a, **k: pytest.fail("the data was read"))
+    for output_dir, message in (
+        (a_file, f"output_dir '{a_file}' is a file, not a folder"),
+        (a_file / "run", f"output_dir '{a_file / 'run'}' cannot be made: '{a_file}' is a file"),
+    ):
+        assert main(["distill", "--output_dir", str(output_dir)]) == 1
+        err = capsys.readouterr().err
+        assert err.strip().splitlines()[-1] == f"hf-distill: error: {message}." and "Traceback" not in err
+    assert a_file.read_text() == "precious"
+
+
 def distill_text(dataset, embedding_model, output_dir) -> int:
     return main(
         ["distill", "--dataset", dataset, "--embedding_model", str(embedding_model), "--output_dir", str(output_dir)]
