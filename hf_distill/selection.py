@@ -1,6 +1,6 @@
 """Which real examples a synthetic set starts from (`synthetic_init`), and the random real subset it is compared with.
 
-- `random_rows`: one random real example of each requested class (repeats allowed);
+- `random_rows`: one random real example of each requested class (distinct within a class while it has enough);
 - `kmeans_rows`: per class, k-means with as many centres as that class has synthetic examples, over the penultimate
   features of the learner after two epochs of Adam on the real data (as the benchmarks' full-data ceiling is
   trained); each synthetic example starts from the real example nearest its centre (a medoid), so the examples
@@ -25,9 +25,21 @@ Batches = Callable[[np.ndarray], Iterator[tuple[torch.Tensor, torch.Tensor | Non
 
 
 def random_rows(labels: np.ndarray, classes: list[int], seed: int) -> list[int]:
-    """One random row of each class in `classes`, in order (a class may repeat)."""
+    """One random row of each class in `classes`, in order. A class named more than once gets a different row each
+    time while it has unused rows (a row drawn again is drawn anew, so sets without repeats get the rows they always
+    got), then rows repeat. Two synthetic examples that started as one row would stay one: same start, same
+    gradients."""
     rng = np.random.default_rng(seed)
-    return [int(rng.choice(np.flatnonzero(labels == c))) for c in classes]
+    used: dict[int, set[int]] = {}
+    rows = []
+    for c in classes:
+        pool, taken = np.flatnonzero(labels == c), used.setdefault(c, set())
+        row = int(rng.choice(pool))
+        while row in taken and len(taken) < len(pool):
+            row = int(rng.choice(pool))
+        taken.add(row)
+        rows.append(row)
+    return rows
 
 
 def kmeans_rows(learner, params: dict, batches: Batches, labels: np.ndarray, classes: list[int], lr: float, seed: int):

@@ -3,7 +3,7 @@ import math
 import os
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from functools import partial
@@ -273,6 +273,13 @@ class DistillationTrainer(Trainer):
             labels = labels.softmax(-1)
         classes = labels.argmax(-1).tolist()
         self._check_classes(classes)
+        for c, wanted in Counter(classes).items():
+            available = int((self.train_labels == c).sum())
+            if wanted > available:
+                logger.warning(
+                    f"{wanted} synthetic examples of class {self.class_names[c]!r} start from its {available} real "
+                    "examples: some start alike (and the set is larger than the data it distils)."
+                )
         if args.synthetic_init == "kmeans":
 
             def batches(indices):
