@@ -75,8 +75,18 @@ def kmeans_rows(learner, params: dict, batches: Batches, labels: np.ndarray, cla
 def _medoids(features: np.ndarray, rows: np.ndarray, k: int, seed: int) -> list[int]:
     """The row nearest each of k k-means centres; where a class has fewer than k examples, they repeat."""
     from sklearn.cluster import KMeans  # here: scikit-learn costs every process ~1.5 s to import
-    from sklearn.metrics import pairwise_distances_argmin
 
     centres = KMeans(min(k, len(rows)), n_init=3, random_state=seed).fit(features).cluster_centers_
-    picks = [int(rows[i]) for i in pairwise_distances_argmin(centres, features)]
+    picks = [int(rows[i]) for i in nearest_distinct(centres, features)]
     return [picks[i % len(picks)] for i in range(k)]
+
+
+def nearest_distinct(centres: np.ndarray, features: np.ndarray) -> list[int]:
+    """For each centre in turn, the index of the nearest feature row that no earlier centre took: two centres with
+    one nearest row would otherwise start two synthetic examples alike, and alike they would stay."""
+    from sklearn.metrics import pairwise_distances
+
+    picks: list[int] = []
+    for distances in pairwise_distances(centres, features):
+        picks.append(next(int(i) for i in np.argsort(distances, kind="stable") if int(i) not in picks))
+    return picks

@@ -4,7 +4,7 @@ import numpy as np
 from conftest import quick_config
 
 from hf_distill import DistillationTrainer
-from hf_distill.selection import random_rows
+from hf_distill.selection import nearest_distinct, random_rows
 
 
 def test_a_class_named_twice_gets_two_different_rows_while_it_has_them():
@@ -35,3 +35,9 @@ def test_more_synthetic_examples_than_real_ones_warns(tmp_path, image_data, capl
     synthetic = trainer.model
     class_0 = synthetic.inputs.detach()[synthetic.label_logits.argmax(-1) == 0]
     assert len(class_0) == 101 and len({x.numpy().tobytes() for x in class_0}) == 100  # one repeat, no more
+
+
+def test_two_centres_nearest_one_row_take_different_rows():
+    features = np.array([[0.0, 0.0], [5.0, 5.0], [0.0, 1.0]])
+    assert nearest_distinct(np.array([[0.0, 0.1], [0.0, 0.2], [5.0, 5.0]]), features) == [0, 2, 1]
+    assert nearest_distinct(np.array([[0.0, 0.9], [5.0, 4.0]]), features) == [2, 1]  # no clash: the nearest rows
