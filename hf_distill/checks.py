@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from datasets import Dataset
 from safetensors import safe_open
 
 from .learners import _Learner, checkpointable_layers
@@ -40,6 +41,11 @@ def check_output_dir(output_dir: str) -> None:
 def real_columns(dataset, name: str) -> tuple[str, str, list[str]]:
     """(label column, modality, input columns) of a real dataset handed to the trainer; a `ValueError` naming
     `name` and the columns it has when one is missing or the dataset is empty."""
+    if not isinstance(dataset, Dataset):
+        raise TypeError(
+            f"{name} is of type {type(dataset).__name__}, not datasets.Dataset: distillation holds the real data in "
+            "memory, so load it without streaming (or build one with Dataset.from_dict / from_generator)."
+        )
     columns = list(dataset.column_names)
     label_column = next((c for c in ("labels", "label") if c in columns), None)
     if label_column is None:

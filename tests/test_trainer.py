@@ -616,6 +616,16 @@ def test_real_data_the_trainer_cannot_read_is_an_error_naming_it(tmp_path, image
     assert not (tmp_path / "out").exists()
 
 
+def test_a_streaming_dataset_is_an_error_that_says_to_load_it_in_memory(tmp_path, image_data):
+    train, test = image_data
+    with pytest.raises(
+        TypeError, match="train_dataset is of type IterableDataset, not datasets.Dataset: .* without stream"
+    ):
+        DistillationTrainer(args=quick_config(tmp_path), train_dataset=train.to_iterable_dataset())
+    with pytest.raises(TypeError, match="eval_dataset is of type IterableDataset"):
+        DistillationTrainer(args=quick_config(tmp_path), train_dataset=train, eval_dataset=test.to_iterable_dataset())
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
