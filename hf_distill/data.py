@@ -329,6 +329,13 @@ def load_real_data(
         if c not in evaluation.column_names:
             raise ValueError(f"Column {c!r} is in split {data_args.train_split!r} but not in {eval_split!r}.")
 
+    for split, ds in ((data_args.train_split, train), (eval_split, evaluation)):
+        unlabelled = ds.select_columns([label_col]).with_format("arrow")[:][label_col].null_count
+        if unlabelled:
+            raise ValueError(
+                f"Split {split!r} has {unlabelled} rows without a label in column {label_col!r}: drop them first "
+                f"(dataset.filter(lambda row: row[{label_col!r}] is not None))."
+            )
     label_names = label_names_of(train, label_col)
     train = encode_labels(train, label_col, label_names, data_args.train_split)
     evaluation = encode_labels(evaluation, label_col, label_names, eval_split)
@@ -440,7 +447,8 @@ def tokenize(
     """Token ids, attention masks and integer `labels`, padded to `max_length`, in torch format."""
 
     def encode(batch):
-        texts = [" ".join(str(t) for t in parts) for parts in zip(*(batch[c] for c in text_columns))]
+        # A missing value (None) is no text, not the word "None"
+        texts = [" ".join(str(t) for t in parts if t is not None) for parts in zip(*(batch[c] for c in text_columns))]
         enc = tokenizer(texts, max_length=max_length, padding="max_length", truncation=True)
         return {
             "input_ids": enc["input_ids"],

@@ -209,3 +209,21 @@ def test_a_tokenizer_without_a_pad_token_pads_with_its_eos_token(tmp_path, text_
     data = load_real_data(DataArguments(dataset=text_dataset_dir, max_length=12), tokenizer=tokenizer)
     row = data.train[0]  # 8 words
     assert row["input_ids"].shape == (12,) and row["attention_mask"].sum() == 8  # padded, and the padding masked
+
+
+def test_missing_texts_are_empty_and_missing_labels_are_an_error(tmp_path, tiny_embedding_model):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_embedding_model)
+    folder = tmp_path / "reviews"
+    folder.mkdir()
+    test = Dataset.from_dict({"text": ["good movie", "bad film"], "label": [1, 0]})
+    test.to_parquet(str(folder / "test.parquet"))
+    Dataset.from_dict({"text": ["good movie", None, "bad film"], "label": [1, 0, 0]}).to_parquet(
+        str(folder / "train.parquet")
+    )
+    data = load_real_data(DataArguments(dataset=str(folder), max_length=6), tokenizer=tokenizer)
+    assert data.train[1]["attention_mask"].sum() == 2  # [CLS] [SEP]: no text, not the word "None"
+    Dataset.from_dict({"text": ["good movie", "movie", "bad film"], "label": [1, None, 0]}).to_parquet(
+        str(folder / "train.parquet")
+    )
+    with pytest.raises(ValueError, match="Split 'train' has 1 rows without a label in column 'label': drop them"):
+        load_real_data(DataArguments(dataset=str(folder), max_length=6), tokenizer=tokenizer)
