@@ -111,12 +111,11 @@ def check_same_length(dataset, column: str, name: str) -> None:
         )
 
 
-def check_pixel_dtype(dtype, name: str) -> None:
+def check_pixel_dtype(dtype: np.dtype, name: str) -> None:
     """Pixels must be floats (normalised, as image processors and `load_real_data` give them), not raw integers."""
-    if not (np.issubdtype(dtype, np.floating) if isinstance(dtype, np.dtype) else dtype.is_floating_point):
-        kind = str(dtype).removeprefix("torch.")
+    if not np.issubdtype(dtype, np.floating):
         raise ValueError(
-            f"{name}'s pixel_values are {kind}: give normalised float pixels (an image processor's output, or "
+            f"{name}'s pixel_values are {dtype}: give normalised float pixels (an image processor's output, or "
             "load_real_data's)."
         )
 

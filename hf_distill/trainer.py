@@ -142,7 +142,7 @@ class DistillationTrainer(Trainer):
         real = TensorRows(train_dataset, self.input_columns + [self.label_column], args.trust_aware)
         self.input_shape = tuple(real.columns[self.input_columns[0]].shape[1:])  # [C, H, W] or [max_length]
         if self.modality == "image":
-            check_pixel_dtype(real.columns["pixel_values"].dtype, "train_dataset")
+            check_pixel_dtype(real.columns["pixel_values"].numpy().dtype, "train_dataset")
         named = eval_dataset if isinstance(eval_dataset, dict) else {} if eval_dataset is None else {"": eval_dataset}
         for key, dataset in named.items():  # before training, not after it
             name = f"eval_dataset[{key!r}]" if key else "eval_dataset"
