@@ -1,4 +1,4 @@
-"""Trajectory matching for a random-init LeNet on MNIST: a probe of whether it can lift issue 2's random-init row.
+"""Trajectory matching for random-init learners: a probe of whether it can lift issue 2's MNIST random-init row.
 
     OMP_NUM_THREADS=1 python benchmarks/mtt_probe.py ../shared/data/mnist
 
@@ -8,10 +8,10 @@ student at a random early expert checkpoint, trains it `--syn_steps` full-batch 
 learned step size), and moves the synthetic pixels (and, with `--learn_labels`, soft labels) so that the student
 lands where the expert was `--expert_span` checkpoints later: the loss is the squared distance to that checkpoint
 over the distance the expert travelled. Not a method of the package: it prints figures for
-docs/benchmarks-mnist.md. Evaluation: fresh LeNets (seeds 1000, 1001, ...) trained on the set with SGD at the
+docs/benchmarks-mnist.md. Evaluation: fresh learners (seeds 1000, 1001, ...) trained on the set with SGD at the
 learned step size (momentum 0.9, weight decay 5e-4, divided by 10 after half, as the MTT code evaluates) and with
 300 Adam steps at 1e-3 (the package's protocol for matching objectives); the same for random real subsets of the
-same size; accuracy on the 10,000 test images.
+same size; accuracy on the test split. `--learner` and the data may be others (one synthetic example per class).
 """
 
 import argparse
@@ -23,6 +23,7 @@ import torch
 
 from hf_distill import DataArguments, load_real_data
 from hf_distill.augment import augment, parse_augmentation
+from hf_distill.data import find_preset
 from hf_distill.evaluation import train_on_batches
 from hf_distill.learners import build_learner, soft_cross_entropy, trainable_parameters
 from hf_distill.methods.unrolled import learner_logits, unroll
@@ -60,8 +61,9 @@ def train_experts(learner, pixels, labels, args) -> list[list[dict]]:
 
 
 def real_subset(pixels, labels, per_class: int, seed: int) -> torch.Tensor:
+    """One row per class (in class order) drawn from `seed`."""
     generator = torch.Generator().manual_seed(seed)
-    rows = [torch.nonzero(labels == c).flatten() for c in range(10)]
+    rows = [torch.nonzero(labels == c).flatten() for c in range(int(labels.max()) + 1)]
     return torch.cat([r[torch.randperm(len(r), generator=generator)[:per_class]] for r in rows])
 
 
@@ -89,6 +91,7 @@ def evaluate(learner, inputs, soft_labels, lr, test, args, ops) -> dict[str, flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset")
+    parser.add_argument("--learner", default="lenet")
     parser.add_argument("--experts", type=int, default=5)
     parser.add_argument("--expert_lr", type=float, default=0.01)
     parser.add_argument("--checkpoint_every", type=int, default=50)
@@ -107,17 +110,21 @@ def main() -> None:
     parser.add_argument("--eval_models", type=int, default=10)
     parser.add_argument("--eval_steps", type=int, default=300)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--logging_steps", type=int, default=100)
     args = parser.parse_args()
     print(vars(args), flush=True)
     t0 = time.time()
-    data = load_real_data(DataArguments(dataset=args.dataset), image_mean=[0.1307], image_std=[0.3081])
+    preset = find_preset(args.dataset)  # its pixel scaling (MNIST's), else the data's own mean and std
+    scaling = {k: preset.defaults.get(k) for k in ("image_mean", "image_std")} if preset else {}
+    data = load_real_data(DataArguments(dataset=args.dataset), **scaling)
     pixels = torch.tensor(np.asarray(data.train["pixel_values"]), dtype=torch.float32)
     labels = torch.tensor(np.asarray(data.train["labels"]))
     test = (
         torch.tensor(np.asarray(data.eval["pixel_values"]), dtype=torch.float32),
         torch.tensor(np.asarray(data.eval["labels"])),
     )
-    learner = build_learner("lenet", 10, num_channels=1, image_size=28).eval()
+    classes, one_hot = len(data.label_names), torch.eye(len(data.label_names))
+    learner = build_learner(args.learner, classes, num_channels=pixels.shape[1], image_size=pixels.shape[-1]).eval()
     experts = train_experts(learner, pixels, labels, args)
     for c in range(0, args.checkpoints + 1, 2):
         accs = [test_accuracy(learner, trajectory[c], *test) for trajectory in experts[:2]]
@@ -126,8 +133,10 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     start_rows = real_subset(pixels, labels, 1, args.seed)
-    images = (pixels[start_rows].clone() if args.init == "real" else torch.randn(10, 1, 28, 28)).requires_grad_()
-    label_logits = (3.0 * torch.eye(10)).requires_grad_(args.learn_labels)
+    images = (
+        pixels[start_rows].clone() if args.init == "real" else torch.randn(classes, *pixels.shape[1:])
+    ).requires_grad_()
+    label_logits = (3.0 * one_hot).requires_grad_(args.learn_labels)
     log_lr = torch.tensor(math.log(args.syn_lr), requires_grad=True)
     groups = [{"params": [images], "lr": args.lr_images}, {"params": [log_lr], "lr": args.lr_lr}]
     if args.learn_labels:
@@ -141,7 +150,7 @@ def main() -> None:
         begin = torch.randint(args.max_start + 1, (1,), generator=generator).item()
         start, target = trajectory[begin], trajectory[begin + args.expert_span]
         params = {k: v.clone().requires_grad_() for k, v in start.items()}
-        soft, lr = (label_logits.softmax(-1) if args.learn_labels else torch.eye(10)), log_lr.exp()
+        soft, lr = (label_logits.softmax(-1) if args.learn_labels else one_hot), log_lr.exp()
         for _ in range(args.syn_steps):
             loss = soft_cross_entropy(learner_logits(learner, params, images), soft)
             grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
@@ -153,15 +162,16 @@ def main() -> None:
         outer.backward()
         opt.step()
         losses.append(outer.item())
-        if step % 100 == 0:
+        if step % args.logging_steps == 0:
             print(
-                f"step {step}: matching loss {np.mean(losses[-100:]):.4f}, step size {log_lr.exp().item():.4f}, "
+                f"step {step}: matching loss {np.mean(losses[-args.logging_steps :]):.4f}, "
+                f"step size {log_lr.exp().item():.4f}, "
                 f"{(time.time() - t1) / step:.3f} s/step",
                 flush=True,
             )
     ops = parse_augmentation(args.augmentation)
     lr = log_lr.exp().item()
-    soft = label_logits.softmax(-1).detach() if args.learn_labels else torch.eye(10)
+    soft = label_logits.softmax(-1).detach() if args.learn_labels else one_hot
     result = evaluate(learner, images.detach(), soft, lr, test, args, ops)
     print(
         f"distilled: SGD at {lr:.4f}: {result['sgd'][0]:.4f} ± {result['sgd'][1]:.4f}; "
@@ -172,7 +182,7 @@ def main() -> None:
         evaluate(
             learner,
             pixels[real_subset(pixels, labels, 1, s)],
-            torch.eye(10),
+            one_hot,
             lr,
             test,
             argparse.Namespace(**{**vars(args), "eval_models": 1}),

@@ -382,3 +382,24 @@ def test_eval_protocol_scores_the_set_and_random_subsets_the_same_way(tmp_path, 
     assert runs["adam"] != runs["sgd"]  # the protocol is what changed
     done = subprocess.run([*script, "--augmentation", "crop_twirl"], capture_output=True, text=True)
     assert done.returncode == 2 and "unknown operation(s) 'twirl'" in done.stderr
+
+
+def test_mtt_probe_matches_expert_trajectories_and_scores_the_set(image_dataset_dir):
+    flags = "--learner convnet --experts 2 --checkpoint_every 4 --checkpoints 4 --max_start 1 --syn_steps 4"
+    flags += " --outer_steps 40 --logging_steps 10 --lr_images 0.05 --eval_models 2 --eval_steps 6"
+    done = subprocess.run(
+        [sys.executable, BENCHMARKS / "mtt_probe.py", image_dataset_dir, *flags.split()],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    losses = [float(line.split("matching loss ")[1].split(",")[0]) for line in lines if "matching loss" in line]
+    # the synthetic images move the students towards the experts (with --lr_images 0: 0.92 throughout)
+    assert len(losses) == 4 and losses[-1] < 0.8 * losses[0]
+    (result,) = [line for line in lines if line.startswith("distilled:")]
+    distilled_sgd = float(result.split(": ")[2].split(" ±")[0])
+    (real_sgd,) = [
+        float(line.split(": ")[1].split(" ±")[0]) for line in lines if line.startswith("random real subsets, sgd")
+    ]
+    assert result.count("±") == 3 and distilled_sgd > real_sgd
