@@ -35,7 +35,7 @@ def fresh_params(learner, seed: int) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in trainable_parameters(learner).items()}
 
 
-def test_accuracy(learner, params, pixels, labels) -> float:
+def accuracy(learner, params, pixels, labels) -> float:
     with torch.no_grad():
         predicted = torch.cat([learner_logits(learner, params, x).argmax(-1) for x in pixels.split(2000)])
     return float((predicted == labels).float().mean())
@@ -60,81 +60,40 @@ def train_experts(learner, pixels, labels, args) -> list[list[dict]]:
     return experts
 
 
-def real_subset(pixels, labels, per_class: int, seed: int) -> torch.Tensor:
+def real_subset(labels, per_class: int, seed: int) -> torch.Tensor:
     """One row per class (in class order) drawn from `seed`."""
     generator = torch.Generator().manual_seed(seed)
     rows = [torch.nonzero(labels == c).flatten() for c in range(int(labels.max()) + 1)]
     return torch.cat([r[torch.randperm(len(r), generator=generator)[:per_class]] for r in rows])
 
 
-def chain_steps(args) -> range:
+def chain_length(args) -> int:
     """The `chain` protocol's plain SGD steps: as many as the students take to cover every expert checkpoint."""
-    return range(args.syn_steps * args.checkpoints // args.expert_span)
+    return args.syn_steps * args.checkpoints // args.expert_span
 
 
 def evaluate(learner, inputs, soft_labels, lr, test, args, ops) -> dict[str, float]:
     scores = {"sgd": [], "adam": [], "chain": []}
-    chain = torch.full((len(chain_steps(args)),), lr)
+    chain = torch.full((chain_length(args),), lr)
     for i in range(args.eval_models):
         start = fresh_params(learner, 1000 + i)
         params = unroll(learner, start, inputs, None, soft_labels, chain, create_graph=False)
-        scores["chain"].append(test_accuracy(learner, params, *test))
+        scores["chain"].append(accuracy(learner, params, *test))
         for protocol, rate, steps in (("sgd", lr, args.eval_steps), ("adam", 1e-3, 300)):
             batches = (
                 (augment(inputs, s, per_example=True) if ops else inputs, None, soft_labels) for s in range(steps)
             )
             params = train_on_batches(learner, start, batches, lr=rate, optimizer=protocol, steps=steps)
-            scores[protocol].append(test_accuracy(learner, params, *test))
+            scores[protocol].append(accuracy(learner, params, *test))
     return {k: (float(np.mean(v)), float(np.std(v))) for k, v in scores.items()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dataset")
-    parser.add_argument("--learner", default="lenet")
-    parser.add_argument("--experts", type=int, default=5)
-    parser.add_argument("--expert_lr", type=float, default=0.01)
-    parser.add_argument("--checkpoint_every", type=int, default=50)
-    parser.add_argument("--checkpoints", type=int, default=10)
-    parser.add_argument("--max_start", type=int, default=4, help="the latest checkpoint a student starts from")
-    parser.add_argument("--expert_span", type=int, default=2)
-    parser.add_argument("--syn_steps", type=int, default=30)
-    parser.add_argument("--syn_lr", type=float, default=0.01, help="initial learned step size")
-    parser.add_argument("--outer_steps", type=int, default=2000)
-    parser.add_argument("--lr_images", type=float, default=0.01)
-    parser.add_argument("--lr_labels", type=float, default=0.01)
-    parser.add_argument("--lr_lr", type=float, default=0.001, help="Adam's rate for the log step size")
-    parser.add_argument("--learn_labels", action="store_true")
-    parser.add_argument("--init", choices=("real", "noise"), default="real")
-    parser.add_argument("--augmentation", default=None, help="evaluation only, e.g. crop_scale_rotate")
-    parser.add_argument("--eval_models", type=int, default=10)
-    parser.add_argument("--eval_steps", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--logging_steps", type=int, default=100)
-    args = parser.parse_args()
-    print(vars(args), flush=True)
-    t0 = time.time()
-    preset = find_preset(args.dataset)  # its pixel scaling (MNIST's), else the data's own mean and std
-    scaling = {k: preset.defaults.get(k) for k in ("image_mean", "image_std")} if preset else {}
-    data = load_real_data(DataArguments(dataset=args.dataset), **scaling)
-    pixels = torch.tensor(np.asarray(data.train["pixel_values"]), dtype=torch.float32)
-    labels = torch.tensor(np.asarray(data.train["labels"]))
-    test = (
-        torch.tensor(np.asarray(data.eval["pixel_values"]), dtype=torch.float32),
-        torch.tensor(np.asarray(data.eval["labels"])),
-    )
-    classes, one_hot = len(data.label_names), torch.eye(len(data.label_names))
-    learner = build_learner(args.learner, classes, num_channels=pixels.shape[1], image_size=pixels.shape[-1]).eval()
-    experts = train_experts(learner, pixels, labels, args)
-    for c in range(0, args.checkpoints + 1, 2):
-        accs = [test_accuracy(learner, trajectory[c], *test) for trajectory in experts[:2]]
-        print(f"expert checkpoint {c} (step {c * args.checkpoint_every}): test accuracy {np.mean(accs):.4f}")
-    print(f"experts trained in {time.time() - t0:.0f} s", flush=True)
-
+def distill(learner, experts, pixels, labels, one_hot, args):
+    """One synthetic example per class matched to the experts' trajectories: its pixels, labels and step size."""
     torch.manual_seed(args.seed)
-    start_rows = real_subset(pixels, labels, 1, args.seed)
+    start_rows = real_subset(labels, 1, args.seed)
     images = (
-        pixels[start_rows].clone() if args.init == "real" else torch.randn(classes, *pixels.shape[1:])
+        pixels[start_rows].clone() if args.init == "real" else torch.randn(len(one_hot), *pixels.shape[1:])
     ).requires_grad_()
     label_logits = (3.0 * one_hot).requires_grad_(args.learn_labels)
     log_lr = torch.tensor(math.log(args.syn_lr), requires_grad=True)
@@ -169,19 +128,65 @@ def main() -> None:
                 f"{(time.time() - t1) / step:.3f} s/step",
                 flush=True,
             )
-    ops = parse_augmentation(args.augmentation)
-    lr = log_lr.exp().item()
     soft = label_logits.softmax(-1).detach() if args.learn_labels else one_hot
-    result = evaluate(learner, images.detach(), soft, lr, test, args, ops)
+    return images.detach(), soft, log_lr.exp().item()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset")
+    parser.add_argument("--learner", default="lenet")
+    parser.add_argument("--experts", type=int, default=5)
+    parser.add_argument("--expert_lr", type=float, default=0.01)
+    parser.add_argument("--checkpoint_every", type=int, default=50)
+    parser.add_argument("--checkpoints", type=int, default=10)
+    parser.add_argument("--max_start", type=int, default=4, help="the latest checkpoint a student starts from")
+    parser.add_argument("--expert_span", type=int, default=2)
+    parser.add_argument("--syn_steps", type=int, default=30)
+    parser.add_argument("--syn_lr", type=float, default=0.01, help="initial learned step size")
+    parser.add_argument("--outer_steps", type=int, default=2000)
+    parser.add_argument("--lr_images", type=float, default=0.01)
+    parser.add_argument("--lr_labels", type=float, default=0.01)
+    parser.add_argument("--lr_lr", type=float, default=0.001, help="Adam's rate for the log step size")
+    parser.add_argument("--learn_labels", action="store_true")
+    parser.add_argument("--init", choices=("real", "noise"), default="real")
+    parser.add_argument("--augmentation", default=None, help="evaluation only, e.g. crop_scale_rotate")
+    parser.add_argument("--eval_models", type=int, default=10)
+    parser.add_argument("--eval_steps", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--logging_steps", type=int, default=100)
+    args = parser.parse_args()
+    ops = parse_augmentation(args.augmentation)  # a bad name fails before the experts train
+    print(vars(args), flush=True)
+    t0 = time.time()
+    preset = find_preset(args.dataset)  # its pixel scaling (MNIST's), else the data's own mean and std
+    scaling = {k: preset.defaults.get(k) for k in ("image_mean", "image_std")} if preset else {}
+    data = load_real_data(DataArguments(dataset=args.dataset), **scaling)
+    pixels = torch.tensor(np.asarray(data.train["pixel_values"]), dtype=torch.float32)
+    labels = torch.tensor(np.asarray(data.train["labels"]))
+    test = (
+        torch.tensor(np.asarray(data.eval["pixel_values"]), dtype=torch.float32),
+        torch.tensor(np.asarray(data.eval["labels"])),
+    )
+    classes, one_hot = len(data.label_names), torch.eye(len(data.label_names))
+    learner = build_learner(args.learner, classes, num_channels=pixels.shape[1], image_size=pixels.shape[-1]).eval()
+    experts = train_experts(learner, pixels, labels, args)
+    for c in range(0, args.checkpoints + 1, 2):
+        accs = [accuracy(learner, trajectory[c], *test) for trajectory in experts[:2]]
+        print(f"expert checkpoint {c} (step {c * args.checkpoint_every}): test accuracy {np.mean(accs):.4f}")
+    print(f"experts trained in {time.time() - t0:.0f} s", flush=True)
+
+    images, soft, lr = distill(learner, experts, pixels, labels, one_hot, args)
+    result = evaluate(learner, images, soft, lr, test, args, ops)
     print(
         f"distilled: SGD at {lr:.4f}: {result['sgd'][0]:.4f} ± {result['sgd'][1]:.4f}; "
         f"Adam: {result['adam'][0]:.4f} ± {result['adam'][1]:.4f}; "
-        f"{len(chain_steps(args))} plain SGD steps at {lr:.4f}: {result['chain'][0]:.4f} ± {result['chain'][1]:.4f}"
+        f"{chain_length(args)} plain SGD steps at {lr:.4f}: {result['chain'][0]:.4f} ± {result['chain'][1]:.4f}"
     )
     base = [
         evaluate(
             learner,
-            pixels[real_subset(pixels, labels, 1, s)],
+            pixels[real_subset(labels, 1, s)],
             one_hot,
             lr,
             test,
