@@ -27,11 +27,12 @@ from hf_distill.data import find_preset
 from hf_distill.evaluation import train_on_batches
 from hf_distill.learners import build_learner, soft_cross_entropy, trainable_parameters
 from hf_distill.methods.unrolled import learner_logits, unroll
+from hf_distill.selection import random_rows
 
 
 def fresh_params(learner, seed: int) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
-    learner.apply(learner._init_weights)
+    learner.reset_parameters()
     return {k: v.detach().clone() for k, v in trainable_parameters(learner).items()}
 
 
@@ -60,11 +61,9 @@ def train_experts(learner, pixels, labels, args) -> list[list[dict]]:
     return experts
 
 
-def real_subset(labels, per_class: int, seed: int) -> torch.Tensor:
-    """One row per class (in class order) drawn from `seed`."""
-    generator = torch.Generator().manual_seed(seed)
-    rows = [torch.nonzero(labels == c).flatten() for c in range(int(labels.max()) + 1)]
-    return torch.cat([r[torch.randperm(len(r), generator=generator)[:per_class]] for r in rows])
+def real_rows(labels: torch.Tensor, seed: int) -> list[int]:
+    """One random real example per class, in class order (the package's draw for starts and baselines)."""
+    return random_rows(labels.numpy(), list(range(int(labels.max()) + 1)), seed)
 
 
 def chain_length(args) -> int:
@@ -91,7 +90,7 @@ def evaluate(learner, inputs, soft_labels, lr, test, args, ops) -> dict[str, flo
 def distill(learner, experts, pixels, labels, one_hot, args):
     """One synthetic example per class matched to the experts' trajectories: its pixels, labels and step size."""
     torch.manual_seed(args.seed)
-    start_rows = real_subset(labels, 1, args.seed)
+    start_rows = real_rows(labels, args.seed)
     images = (
         pixels[start_rows].clone() if args.init == "real" else torch.randn(len(one_hot), *pixels.shape[1:])
     ).requires_grad_()
@@ -186,7 +185,7 @@ def main() -> None:
     base = [
         evaluate(
             learner,
-            pixels[real_subset(labels, 1, s)],
+            pixels[real_rows(labels, s)],
             one_hot,
             lr,
             test,
