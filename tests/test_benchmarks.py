@@ -1,6 +1,7 @@
 """The benchmark suites (benchmarks/suites.py, run.py, report.py): rendering is pure and tested on a fixed results
 file; the quick mode of a whole suite runs end to end on ../shared/data when it is there."""
 
+import json
 import platform
 import subprocess
 import sys
@@ -403,3 +404,49 @@ def test_mtt_probe_matches_expert_trajectories_and_scores_the_set(image_dataset_
         float(line.split(": ")[1].split(" ±")[0]) for line in lines if line.startswith("random real subsets, sgd")
     ]
     assert result.count("±") == 3 and distilled_sgd > real_sgd
+
+
+def test_teacher_probe_scores_real_batches_against_the_teachers_softened_targets(tmp_path, image_data, monkeypatch):
+    import teacher_probe
+    import torch
+    from conftest import quick_config
+
+    from hf_distill import DistillationTrainer
+    from hf_distill.methods.unrolled import learner_logits
+
+    train, test = image_data
+    seen = []
+
+    def spy(self, params, x_syn, mask_syn, soft_labels, step_sizes, x, mask, y, seed, every_row):
+        seen.append((x, y))
+        return soft_labels.sum() * 0.0 + x_syn.sum() * 0.0  # the targets are what this test looks at
+
+    monkeypatch.setattr(DistillationTrainer, "_unrolled_loss", spy)
+    targets = {}
+    for temperature in (1.0, 4.0):
+        trainer = teacher_probe.teacher_trainer(temperature, epochs=3)(
+            args=quick_config(tmp_path, max_steps=1), train_dataset=train, eval_dataset=test
+        )
+        assert trainer.teacher_metrics["accuracy"] > 0.9  # trained on all 400 toy images; chance is 0.25
+        trainer.train()
+        x, y = seen[-1]
+        assert y.shape == (len(x), 4) and torch.allclose(y.sum(-1), torch.ones(len(x)))
+        with torch.no_grad():
+            teacher_says = learner_logits(trainer.learner, trainer.teacher, x).argmax(-1)
+        assert torch.equal(y.argmax(-1), teacher_says)
+        targets[temperature] = y
+    entropy = {t: -(y * y.log()).sum(-1).mean().item() for t, y in targets.items()}
+    assert entropy[4.0] > entropy[1.0] + 0.1  # a higher temperature softens the targets
+
+
+def test_teacher_probe_runs_the_cli_and_reports_the_teacher(image_dataset_dir, tmp_path):
+    flags = f"--dataset {image_dataset_dir} --max_steps 3 --num_eval_models 2 --eval_train_steps 5 --save_strategy no"
+    probe = [sys.executable, BENCHMARKS / "teacher_probe.py", "--teacher_epochs", "1"]
+    done = subprocess.run([*probe, *flags.split(), "--output_dir", tmp_path / "out"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["temperature"] == 1.0 and 0.25 < result["eval_teacher_accuracy"] <= 1
+    assert {"eval_accuracy", "eval_baseline_accuracy"} <= set(result)
+    assert (tmp_path / "out" / "eval_results.json").is_file()
+    done = subprocess.run([*probe, "--temperature", "0", *flags.split()], capture_output=True, text=True)
+    assert done.returncode == 2 and "--temperature must be > 0" in done.stderr
