@@ -15,6 +15,7 @@ same size; accuracy on the test split. `--learner` and the data may be others (o
 """
 
 import argparse
+import itertools
 import math
 import time
 
@@ -24,7 +25,7 @@ import torch
 from hf_distill import DataArguments, load_real_data
 from hf_distill.augment import augment, parse_augmentation
 from hf_distill.data import find_preset
-from hf_distill.evaluation import train_on_batches
+from hf_distill.evaluation import accuracy, predict, train_on_batches
 from hf_distill.learners import build_learner, soft_cross_entropy, trainable_parameters
 from hf_distill.methods.unrolled import learner_logits, unroll
 from hf_distill.selection import random_rows
@@ -36,10 +37,10 @@ def fresh_params(learner, seed: int) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in trainable_parameters(learner).items()}
 
 
-def accuracy(learner, params, pixels, labels) -> float:
-    with torch.no_grad():
-        predicted = torch.cat([learner_logits(learner, params, x).argmax(-1) for x in pixels.split(2000)])
-    return float((predicted == labels).float().mean())
+def score(learner, params, pixels, labels) -> float:
+    """The learner's accuracy on (pixels, labels), with the package's evaluation helpers."""
+    batches = zip(pixels.split(2000), itertools.repeat(None), labels.split(2000))
+    return accuracy(predict(learner, params, batches))["accuracy"]
 
 
 def train_experts(learner, pixels, labels, args) -> list[list[dict]]:
@@ -77,13 +78,13 @@ def evaluate(learner, inputs, soft_labels, lr, test, args, ops) -> dict[str, flo
     for i in range(args.eval_models):
         start = fresh_params(learner, 1000 + i)
         params = unroll(learner, start, inputs, None, soft_labels, chain, create_graph=False)
-        scores["chain"].append(accuracy(learner, params, *test))
+        scores["chain"].append(score(learner, params, *test))
         for protocol, rate, steps in (("sgd", lr, args.eval_steps), ("adam", 1e-3, 300)):
             batches = (
                 (augment(inputs, s, per_example=True) if ops else inputs, None, soft_labels) for s in range(steps)
             )
             params = train_on_batches(learner, start, batches, lr=rate, optimizer=protocol, steps=steps)
-            scores[protocol].append(accuracy(learner, params, *test))
+            scores[protocol].append(score(learner, params, *test))
     return {k: (float(np.mean(v)), float(np.std(v))) for k, v in scores.items()}
 
 
@@ -171,7 +172,7 @@ def main() -> None:
     learner = build_learner(args.learner, classes, num_channels=pixels.shape[1], image_size=pixels.shape[-1]).eval()
     experts = train_experts(learner, pixels, labels, args)
     for c in range(0, args.checkpoints + 1, 2):
-        accs = [accuracy(learner, trajectory[c], *test) for trajectory in experts[:2]]
+        accs = [score(learner, trajectory[c], *test) for trajectory in experts[:2]]
         print(f"expert checkpoint {c} (step {c * args.checkpoint_every}): test accuracy {np.mean(accs):.4f}")
     print(f"experts trained in {time.time() - t0:.0f} s", flush=True)
 
