@@ -191,6 +191,45 @@ def test_noisy_series_follow_their_own_datasets_noise():
     assert both[("sst2", "symmetric", False)]["x"] == [0.0, 0.4]
 
 
+def _seed_record(flags: str, accuracy: float, **extra) -> dict:
+    command = f"python benchmarks/run.py mnist-random {flags} --output_dir /tmp/out-{accuracy}"
+    return {"command": command, "eval_accuracy": accuracy, "eval_accuracy_std": 0.02, **extra}
+
+
+def test_seeds_pairs_runs_by_seed_and_checks_each_difference():
+    import seeds
+
+    noisy, trust = "--label_noise_rate 0.4", "--label_noise_rate 0.4 --trust_aware true"
+    records = [
+        _seed_record(noisy, 0.74),  # seed 42: no --seed
+        _seed_record(f"--seed 1 {noisy}", 0.73),
+        _seed_record("--trust_aware true --label_noise_rate 0.4", 0.80),  # the flags in another order
+        _seed_record(f"{trust} --seed 1", 0.77, cpu_model_id="GenuineIntel 6/167/1"),
+        _seed_record(f"{trust} --seed 1", 0.90),  # a later repeat: counted, not the seed's figure
+        _seed_record(f"{trust} --seed 2", 0.99),  # no plain run at seed 2: no difference
+        _seed_record(f"{trust} --trust_consistency_weight 1", 0.95),  # another setting
+        _seed_record(noisy, 0.10, superseded="older code"),
+    ]
+    specs = {"plain": f"mnist-random {noisy}", "trust": f"mnist-random {trust}"}
+    text = seeds.table(records, specs, ["trust-plain>=5"])
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert rows["42"] == "| 42 | 74.00 ± 2.0 | 80.00 ± 2.0 | +6.00 (holds) |"
+    assert rows["1"] == "| 1 | 73.00 ± 2.0 | 77.00 ± 2.0 (GenuineIntel 6/167/1), 1 more | +4.00 (not) |"
+    assert rows["2"] == "| 2 | — | 99.00 ± 2.0 | — |"
+    # mean of +6 and +4, standard error std([6, 4]) / sqrt(2) = 1.0
+    summary = "- trust-plain>=5: mean +5.00 ± 1.00 (standard error) over 2 seeds, holds on the mean; holds at 1 of 2"
+    assert summary in text
+
+
+def test_seeds_refuses_a_check_that_names_no_spec():
+    import seeds
+
+    with pytest.raises(ValueError, match="'clean', which is not a spec"):
+        seeds.table([], {"plain": "mnist-random --seed 1"}, ["plain-clean>=-3"])
+    with pytest.raises(ValueError, match="A-B>=T"):
+        seeds.parse_check("plain > clean")
+
+
 def test_per_model_prints_each_learners_accuracy(tmp_path, image_dataset_dir):
     import torch
     from conftest import distilled_set
