@@ -133,6 +133,10 @@ class DistillationConfig(TrainingArguments):
             losses, instead of the Gaussian mixture's low-loss component. With clean labels, `trust_aware=True`,
             `trust_recalibrate=False` and a fraction below 1, it distils from the easiest examples only (loss-value
             pruning, as in Moser et al. 2024, *Distill the Best, Ignore the Rest*).
+        trust_class_balance (`bool`, defaults to `False`): weight the real-data loss of trust-aware distillation
+            (`unrolled`, untrusted examples dropped) per class, by the class's share of all examples over its share
+            of the trusted ones, so that classes whose examples are trusted less often (the harder ones) count as
+            much as in the data. The weights follow the current labels and are renewed every trust round.
         trust_consistency_weight (`float`, defaults to `0.0`): weight of a consistency term added to the real-data
             objective of trust-aware distillation (`unrolled` only): the KL divergence between the trained
             learner's predictions on every real example of the batch, trusted or not (no label needed), and on a
@@ -314,6 +318,10 @@ class DistillationConfig(TrainingArguments):
         default=None,
         metadata={"help": "Trust this share of each class (smallest losses) instead of the Gaussian mixture's split."},
     )
+    trust_class_balance: bool = field(
+        default=False,
+        metadata={"help": "Weight the trusted examples' loss per class back to the classes' shares of the data."},
+    )
     trust_consistency_weight: float = field(
         default=0.0,
         metadata={"help": "Weight of the consistency term on all real examples (trust_aware, unrolled; 0: off)."},
@@ -441,6 +449,11 @@ class DistillationConfig(TrainingArguments):
             )
         if self.trust_consistency_weight and not self.trust_aware:
             raise ValueError("trust_consistency_weight is a term of trust-aware distillation: set trust_aware=True.")
+        if self.trust_class_balance and not (self.trust_aware and self.trust_untrusted == "drop"):
+            raise ValueError(
+                "trust_class_balance weights the trusted examples of trust-aware distillation when the untrusted "
+                "ones are dropped: set trust_aware=True and trust_untrusted='drop'."
+            )
         parse_augmentation(self.augmentation)
         if self.eval_augmentation and not self.augmentation:
             raise ValueError("eval_augmentation trains the evaluation learners with `augmentation`: set augmentation.")
@@ -479,6 +492,7 @@ class DistillationConfig(TrainingArguments):
             "learn_labels": self.distill_method == "distribution_matching" and self.learn_labels,
             "trust_untrusted='soft'": not unrolled and self.trust_untrusted == "soft",
             "trust_consistency_weight": not unrolled and self.trust_consistency_weight > 0,
+            "trust_class_balance": not unrolled and self.trust_class_balance,
             "matching_outer_loop": unrolled and self.matching_outer_loop > 1,
             f"inner_optimizer={self.inner_optimizer!r}": not unrolled and self.inner_optimizer != "sgd",
         }

@@ -19,11 +19,14 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 
-def soft_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against hard labels (`[B]` ints) or soft labels (`[B, K]` probabilities)."""
+def soft_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy against hard labels (`[B]` ints) or soft labels (`[B, K]` probabilities); `weight` (`[K]`, hard
+    labels only) weights each class as `F.cross_entropy` does."""
     if labels.dtype.is_floating_point:
+        if weight is not None:
+            raise ValueError("Class weights apply to hard labels only.")
         return -(labels * F.log_softmax(logits, dim=-1)).sum(-1).mean()
-    return F.cross_entropy(logits, labels)
+    return F.cross_entropy(logits, labels, weight=weight)
 
 
 class LearnerConfig(PretrainedConfig):

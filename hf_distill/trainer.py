@@ -521,8 +521,8 @@ class DistillationTrainer(Trainer):
 
     def _unrolled_loss(self, params, x_syn, mask_syn, soft_labels, step_sizes, x, mask, y, seed, every_row):
         """Train the learner on the synthetic set for the learned steps; its cross-entropy on the real batch (`y`:
-        hard labels, or soft targets from trust-aware distillation), plus the trust-aware consistency term on
-        `every_row` of the batch when it has a weight."""
+        hard labels, or soft targets from trust-aware distillation; per class weighted with `trust_class_balance`),
+        plus the trust-aware consistency term on `every_row` of the batch when it has a weight."""
         num_steps = len(step_sizes)
         if self.args.random_truncation:  # RaT-BPTT: a random unroll length, back-propagated through its last steps
             num_steps = random.Random(seed).randint(self.args.backprop_steps, num_steps)
@@ -538,7 +538,10 @@ class DistillationTrainer(Trainer):
             augment=self._unroll_augment(seed),
         )
         with activation_checkpointing(self.learner) if self.args.checkpoints_activations else nullcontext():
-            loss = soft_cross_entropy(learner_logits(self.learner, params, x, mask), y)
+            balance = (
+                self.trust.class_weights(len(self.class_names)).to(x.device) if self.args.trust_class_balance else None
+            )
+            loss = soft_cross_entropy(learner_logits(self.learner, params, x, mask), y, weight=balance)
             weight = self.args.trust_consistency_weight
             if weight:
                 logits_fn = partial(learner_logits, self.learner, params)

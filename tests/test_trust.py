@@ -142,6 +142,37 @@ def test_consistency_term_adds_to_the_trusted_objective(tmp_path):
     assert np.isfinite(train_loss) and metrics["eval_accuracy"] > 0.5, metrics
 
 
+def test_class_weights_give_each_trusted_class_its_share_of_the_data():
+    labels = torch.tensor([0] * 6 + [1] * 6 + [2] * 3)
+    trusted = torch.tensor([True] * 6 + [True, True, False, False, False, False] + [True, False, False])
+    state = TrustState(labels=labels, trusted=trusted)
+    weights = state.class_weights(4)
+    # weighted, the trusted classes stand as 6 : 6 : 3 as in the data, and the mean weight of a trusted example is 1
+    counts = torch.bincount(labels[trusted], minlength=4) * weights
+    assert torch.allclose(counts[:3] / counts[:3].sum(), torch.tensor([6.0, 6.0, 3.0]) / 15)
+    assert torch.isclose(weights[labels[trusted]].mean(), torch.tensor(1.0))
+    assert torch.allclose(TrustState.start(labels).class_weights(3), torch.ones(3))  # all trusted: no weighting
+
+
+def test_class_balance_weights_the_trusted_objective(tmp_path):
+    train, test, _ = noisy_toy()
+    losses = {}
+    for balance in (False, True):
+        trainer = toy_trainer(tmp_path / str(balance), train, test, True, max_steps=1, trust_class_balance=balance)
+        trainer.trust.trusted[torch.as_tensor(trainer.train_labels) == 0] = False  # class 0 trusted half as often
+        trainer.trust.trusted[: len(train) // 8] = True
+        batch = next(iter(trainer.get_train_dataloader()))  # the same batch and learner init for both
+        trainer.state.global_step = 1  # past the round at step 0, which would redo the split
+        losses[balance] = trainer.compute_loss(trainer.model, batch).item()
+    assert losses[True] != pytest.approx(losses[False])
+    with pytest.raises(ValueError, match="trust_class_balance .* set trust_aware=True and trust_untrusted='drop'"):
+        DistillationConfig(output_dir=str(tmp_path), trust_class_balance=True)
+    with pytest.raises(ValueError, match="does not support trust_class_balance"):
+        DistillationConfig(
+            output_dir=str(tmp_path), distill_method="gradient_matching", trust_aware=True, trust_class_balance=True
+        )
+
+
 def test_small_loss_split_keeps_the_low_loss_mode_of_each_class():
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1], 100)

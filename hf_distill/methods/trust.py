@@ -41,6 +41,13 @@ class TrustState:
         one_hot = torch.nn.functional.one_hot(self.labels[rows], num_labels).float()
         return torch.where(self.trusted[rows, None], one_hot, self.predicted[rows])
 
+    def class_weights(self, num_labels: int) -> torch.Tensor:
+        """[K] weights that give each class of the trusted examples its share of all examples (by current label):
+        the class's share of the data over its share of the trusted examples, 1 on average over trusted examples."""
+        everywhere = torch.bincount(self.labels, minlength=num_labels).float()
+        trusted = torch.bincount(self.labels[self.trusted], minlength=num_labels).float()
+        return everywhere / trusted.clamp(min=1) * (trusted.sum() / everywhere.sum())
+
     @classmethod
     def start(cls, labels) -> "TrustState":
         labels = torch.as_tensor(np.asarray(labels)).long()
