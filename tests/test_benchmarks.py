@@ -489,3 +489,36 @@ def test_teacher_probe_runs_the_cli_and_reports_the_teacher(image_dataset_dir, t
     assert (tmp_path / "out" / "eval_results.json").is_file()
     done = subprocess.run([*probe, "--temperature", "0", *flags.split()], capture_output=True, text=True)
     assert done.returncode == 2 and "--temperature must be > 0" in done.stderr
+
+
+def test_trusted_classes_compares_a_runs_split_with_the_noise_it_recorded(tmp_path, image_dataset_dir):
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    from hf_distill.noise import noisy_labels
+
+    clean = np.repeat(np.arange(4), 30)  # the rows of image_dataset_dir's train split
+    noisy = noisy_labels(clean, "symmetric", 0.4, 4, seed=3)
+    trusted = torch.as_tensor(noisy == clean)
+    trusted[np.flatnonzero(clean == 2)[:10]] = False  # a third of class 2's true examples left out
+    trusted[np.flatnonzero(noisy != clean)[0]] = True  # and one wrong label trusted
+    wrong_class = int(noisy[np.flatnonzero(noisy != clean)[0]])
+    save_file({"labels": torch.as_tensor(noisy), "trusted": trusted}, tmp_path / "trust_state.safetensors")
+    record = {"type": "symmetric", "rate": 0.4, "seed": 3, "changed": float((noisy != clean).mean()), "mapping": None}
+    meta = {"source_dataset": image_dataset_dir, "label_noise": record, "config": {}}
+    (tmp_path / "distillation.json").write_text(json.dumps(meta))
+    done = subprocess.run(
+        [sys.executable, BENCHMARKS / "trusted_classes.py", tmp_path], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {int(line.split()[0]): line.split() for line in done.stdout.splitlines()[2:]}
+    right = {c: int(((noisy == clean) & (clean == c) & trusted.numpy()).sum()) for c in range(4)}
+    assert rows[2][4] == f"{right[2] / 30:.1%}"
+    assert rows[wrong_class][3] != "100.0%" and rows[(wrong_class + 1) % 4][3] == "100.0%"
+    record["seed"] = 4  # another draw than the run's: refused
+    (tmp_path / "distillation.json").write_text(json.dumps({**meta, "label_noise": record}))
+    done = subprocess.run(
+        [sys.executable, BENCHMARKS / "trusted_classes.py", tmp_path], capture_output=True, text=True
+    )
+    assert done.returncode != 0 and "does not match the run's record" in done.stderr

@@ -159,8 +159,8 @@ def test_class_balance_weights_the_trusted_objective(tmp_path):
     losses = {}
     for balance in (False, True):
         trainer = toy_trainer(tmp_path / str(balance), train, test, True, max_steps=1, trust_class_balance=balance)
-        trainer.trust.trusted[torch.as_tensor(trainer.train_labels) == 0] = False  # class 0 trusted half as often
-        trainer.trust.trusted[: len(train) // 8] = True
+        trainer.trust.trusted[torch.as_tensor(trainer.train_labels) == 0] = False
+        trainer.trust.trusted[: len(train) // 8] = True  # the toy rows run class by class: half of true class 0
         batch = next(iter(trainer.get_train_dataloader()))  # the same batch and learner init for both
         trainer.state.global_step = 1  # past the round at step 0, which would redo the split
         losses[balance] = trainer.compute_loss(trainer.model, batch).item()
